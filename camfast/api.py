@@ -1,0 +1,277 @@
+"""The public surface: validated entry points that dispatch to a backend.
+
+``cam_consistency_loss`` and ``grad_cam_mask`` check every input, pick a backend
+(``backend="auto"``: the compiled CUDA kernels, then Triton, then the reference on a GPU;
+the compiled CPU kernels, then the reference on the CPU) and call it.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Optional, Sequence, Union
+
+import torch
+
+from . import _extension, reference
+
+BACKENDS = ("auto", "reference", "cpu", "cuda", "triton")
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+TensorOrList = Union[torch.Tensor, Sequence[torch.Tensor]]
+
+
+# ---------------------------------------------------------------- backends
+
+def _triton_status() -> tuple[bool, str]:
+    try:
+        from . import triton_ops
+    except Exception as e:  # a broken triton install must not break camfast
+        return False, f"camfast.triton_ops failed to import: {e}"
+    return triton_ops.AVAILABLE, triton_ops.WHY_NOT
+
+
+def _why_not(name: str) -> Optional[str]:
+    """None if backend ``name`` can run somewhere on this machine, else the reason."""
+    if name == "reference":
+        return None
+    if name in ("cpu", "cuda"):
+        if not _extension.LOADED:
+            return _extension.ERROR
+        if _extension.STALE:
+            return _extension.ERROR
+        if name == "cuda":
+            if _extension.INFO.get("cuda") != "1":
+                return "camfast._C was built without CUDA kernels (no CUDA toolkit found, or CAMFAST_CPU_ONLY=1)"
+            if not torch.cuda.is_available():
+                return "no CUDA device is visible"
+        return None
+    if name == "triton":
+        ok, why = _triton_status()
+        if not ok:
+            return why
+        if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+            return "no CUDA device is visible (set TRITON_INTERPRET=1 before importing camfast to run Triton on the CPU)"
+        return None
+    raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+
+
+def _auto(device: torch.device, dtype: torch.dtype) -> str:
+    if device.type == "cuda":
+        order = ("cuda", "triton") if dtype != torch.float64 else ()
+    elif device.type == "cpu":
+        order = ("cpu",)
+    else:
+        order = ()
+    for name in order:
+        if _why_not(name) is None:
+            return name
+    return "reference"
+
+
+def backends() -> dict:
+    """Which backends can run here, why not where they cannot, and what ``auto`` picks."""
+    out = {}
+    for name in BACKENDS[1:]:
+        why = _why_not(name)
+        out[name] = {"available": why is None, "why_not": why}
+    out["auto"] = {
+        "cpu": _auto(torch.device("cpu"), torch.float32),
+        "cuda": _auto(torch.device("cuda"), torch.float32) if torch.cuda.is_available() else None,
+    }
+    return out
+
+
+def _resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        return _auto(device, dtype)
+    why = _why_not(backend)
+    if why is not None:
+        raise RuntimeError(f"backend {backend!r} is not available: {why}")
+    if backend == "cpu" and device.type != "cpu":
+        raise ValueError(f"backend 'cpu' needs CPU tensors, got tensors on {device}")
+    if backend == "cuda" and device.type != "cuda":
+        raise ValueError(f"backend 'cuda' needs CUDA tensors, got tensors on {device}")
+    if backend == "triton":
+        if dtype == torch.float64:
+            raise TypeError("backend 'triton' supports float16, bfloat16 and float32, got float64")
+        if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError("backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors)")
+    return backend
+
+
+# ---------------------------------------------------------------- validation
+
+def _check_float_tensor(name: str, t) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name}: expected a float16, bfloat16, float32 or float64 tensor, got {t.dtype}")
+    if t.numel() == 0:
+        raise ValueError(f"{name}: expected a non-empty tensor, got shape {tuple(t.shape)}")
+
+
+def _as_list(name: str, x: TensorOrList) -> list:
+    if isinstance(x, torch.Tensor):
+        return [x]
+    if isinstance(x, (list, tuple)):
+        if len(x) == 0:
+            raise ValueError(f"{name}: expected at least one tensor, got an empty {type(x).__name__}")
+        return list(x)
+    raise TypeError(f"{name}: expected a tensor or a list/tuple of tensors, got {type(x).__name__}")
+
+
+def _check_sources(feats: TensorOrList, grads: TensorOrList) -> tuple[list, list]:
+    fl, gl = _as_list("feats", feats), _as_list("grads", grads)
+    if len(fl) != len(gl):
+        raise ValueError(f"feats and grads: expected the same number of CAM sources, got {len(fl)} feats and {len(gl)} grads")
+    ref = fl[0]
+    for s, (f, g) in enumerate(zip(fl, gl)):
+        _check_float_tensor(f"feats[{s}]", f)
+        _check_float_tensor(f"grads[{s}]", g)
+        if f.dim() != 4:
+            raise ValueError(f"feats[{s}]: expected [B, C, h, w], got shape {tuple(f.shape)}")
+        if g.shape != f.shape:
+            raise ValueError(f"grads[{s}]: expected shape {tuple(f.shape)} (as feats[{s}]), got {tuple(g.shape)}")
+        if f.dtype != ref.dtype or g.dtype != ref.dtype:
+            raise TypeError(f"feats[{s}]/grads[{s}]: expected dtype {ref.dtype} (as feats[0]), got {f.dtype} and {g.dtype}")
+        if f.device != ref.device or g.device != ref.device:
+            raise ValueError(f"feats[{s}]/grads[{s}]: expected device {ref.device} (as feats[0]), got {f.device} and {g.device}")
+        if (f.shape[0], f.shape[2], f.shape[3]) != (ref.shape[0], ref.shape[2], ref.shape[3]):
+            raise ValueError(
+                f"feats[{s}]: expected [B, C, h, w] = [{ref.shape[0]}, C, {ref.shape[2]}, {ref.shape[3]}] "
+                f"(the sources are unioned pixel by pixel), got {tuple(f.shape)}"
+            )
+    return fl, gl
+
+
+def _check_options(normalize: str, eps: float, reduction: Optional[str] = None) -> float:
+    if normalize not in reference.NORMALIZE_MODES:
+        raise ValueError(f"normalize: expected one of {reference.NORMALIZE_MODES}, got {normalize!r}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise TypeError(f"eps: expected a float, got {type(eps).__name__}")
+    if not (eps > 0 and math.isfinite(eps)):
+        raise ValueError(f"eps: expected a finite number > 0, got {eps}")
+    if reduction is not None and reduction not in reference.REDUCTIONS:
+        raise ValueError(f"reduction: expected one of {reference.REDUCTIONS}, got {reduction!r}")
+    return float(eps)
+
+
+def _check_images(real, fake) -> None:
+    _check_float_tensor("real", real)
+    _check_float_tensor("fake", fake)
+    if real.dim() != 4:
+        raise ValueError(f"real: expected [B, C, H, W], got shape {tuple(real.shape)}")
+    if fake.shape != real.shape:
+        raise ValueError(f"fake: expected shape {tuple(real.shape)} (as real), got {tuple(fake.shape)}")
+    if fake.dtype != real.dtype:
+        raise TypeError(f"fake: expected dtype {real.dtype} (as real), got {fake.dtype}")
+    if fake.device != real.device:
+        raise ValueError(f"fake: expected device {real.device} (as real), got {fake.device}")
+
+
+def _size(size) -> tuple[int, int]:
+    if isinstance(size, bool):
+        raise TypeError(f"size: expected an int or a pair (H, W), got {size!r}")
+    if isinstance(size, int):
+        size = (size, size)
+    if isinstance(size, torch.Size):
+        size = tuple(size)
+    if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in size)):
+        raise TypeError(f"size: expected an int or a pair of ints (H, W), got {size!r}")
+    if min(size) < 1:
+        raise ValueError(f"size: expected positive sizes, got {tuple(size)}")
+    return int(size[0]), int(size[1])
+
+
+# ---------------------------------------------------------------- fused paths
+
+def _ops(backend: str):
+    if backend == "triton":
+        from . import triton_ops  # noqa: F401  (defines the ops)
+
+        ns = torch.ops.camfast
+        return ns.triton_cam_mask, ns.triton_masked_l1
+    return torch.ops.camfast.cam_mask, torch.ops.camfast.masked_l1
+
+
+def _contig(ts: list) -> list:
+    return [t.contiguous() for t in ts]
+
+
+def _lowres(fl, gl, normalize, eps, backend) -> torch.Tensor:
+    if backend == "reference":
+        return reference.lowres_mask(fl, gl, normalize, eps)
+    mask_op, _ = _ops(backend)
+    return mask_op(_contig(fl), _contig(gl), normalize, eps)
+
+
+# ---------------------------------------------------------------- public API
+
+def cam_consistency_loss(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    feats: TensorOrList,
+    grads: TensorOrList,
+    *,
+    normalize: str = "minmax",
+    eps: float = reference.DEFAULT_EPS,
+    reduction: str = "mean",
+    backend: str = "auto",
+) -> torch.Tensor:
+    """L1 between ``real`` and ``fake`` outside the Grad-CAM mask (DESIGN.md section 1).
+
+    Args:
+        real, fake: images ``[B, C_img, H, W]`` of one dtype and device.
+        feats, grads: one CAM source as two tensors ``[B, C, h, w]``, or S sources as two lists
+            (the activations of a layer of D and the gradient of an attribute score w.r.t. them).
+            Sources share ``B, h, w`` and are unioned (pixel-wise max of the normalised CAMs).
+        normalize: ``"minmax"`` (default) or ``"max"``.
+        eps: added to the normaliser's denominator.
+        reduction: ``"mean"`` (default), ``"sum"``, or ``"none"`` (per-sample mean, ``[B]``).
+        backend: ``"auto"``, ``"reference"``, ``"cpu"``, ``"cuda"`` or ``"triton"``; see
+            :func:`camfast.backends`.
+
+    Returns the loss in ``real.dtype``: a scalar, or ``[B]`` for ``reduction="none"``.
+    Gradients reach ``real``, ``fake``, ``feats`` and ``grads``; detach ``feats``/``grads``
+    to treat the mask as given (the default for G's step in camfast-train).
+    """
+    _check_images(real, fake)
+    fl, gl = _check_sources(feats, grads)
+    eps = _check_options(normalize, eps, reduction)
+    if fl[0].shape[0] != real.shape[0]:
+        raise ValueError(f"feats: expected batch size {real.shape[0]} (as real), got {fl[0].shape[0]}")
+    if fl[0].device != real.device:
+        raise ValueError(f"feats: expected device {real.device} (as real), got {fl[0].device}")
+    name = _resolve_backend(backend, real.device, real.dtype if real.dtype == torch.float64 else fl[0].dtype)
+    if name == "triton" and fl[0].dtype == torch.float64:
+        raise TypeError("backend 'triton' supports float16, bfloat16 and float32, got float64 feats")
+    if name == "reference":
+        return reference.cam_consistency_loss(real, fake, fl, gl, normalize, eps, reduction)
+    u = _lowres(fl, gl, normalize, eps, name).to(reference.accumulate_dtype(real.dtype))
+    _, l1_op = _ops(name)
+    return l1_op(real.contiguous(), fake.contiguous(), u, reduction)
+
+
+def grad_cam_mask(
+    feats: TensorOrList,
+    grads: TensorOrList,
+    size=None,
+    *,
+    normalize: str = "minmax",
+    eps: float = reference.DEFAULT_EPS,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """The Grad-CAM mask ``M`` in [0, 1], shape ``[B, 1, H, W]`` (float32; float64 for float64 input).
+
+    ``size`` is ``(H, W)`` or an int; ``None`` gives the mask at feature resolution.
+    The mask is differentiable with respect to ``feats`` and ``grads``.
+    """
+    fl, gl = _check_sources(feats, grads)
+    eps = _check_options(normalize, eps)
+    name = _resolve_backend(backend, fl[0].device, fl[0].dtype)
+    u = _lowres(fl, gl, normalize, eps, name)
+    if size is None:
+        return u.unsqueeze(1)
+    return reference.upsample_mask(u, _size(size))

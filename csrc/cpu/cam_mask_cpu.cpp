@@ -1,0 +1,223 @@
+// Stage 1 on the CPU: Grad-CAM weighting, ReLU, per-sample normalisation and union of
+// sources, producing only the low-resolution mask [B, h, w]; and its backward, which
+// recomputes the (tiny) per-source CAMs instead of saving them.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "common.h"
+
+namespace camfast {
+namespace {
+
+// One source of one sample, recomputed identically by forward and backward so that the
+// equality tests of the backward (ties at min/max, ties between sources) are exact.
+template <typename scalar_t, typename acc_t>
+struct SourceCam {
+  std::vector<acc_t> alpha;  // [C]
+  std::vector<acc_t> cam;    // [P], after ReLU
+  std::vector<acc_t> n;      // [P], normalised
+  acc_t mn = 0, mx = 0, R = 1;
+
+  void compute(const scalar_t* f, const scalar_t* g, int64_t C, int64_t P, Norm norm, acc_t eps) {
+    alpha.assign(C, acc_t(0));
+    cam.assign(P, acc_t(0));
+    n.resize(P);
+    const acc_t inv_p = acc_t(1) / acc_t(P);
+    for (int64_t c = 0; c < C; ++c) {
+      const scalar_t* gc = g + c * P;
+      acc_t s = 0;
+      for (int64_t p = 0; p < P; ++p) s += static_cast<acc_t>(gc[p]);
+      alpha[c] = s * inv_p;
+    }
+    acc_t* pre = cam.data();
+    for (int64_t c = 0; c < C; ++c) {
+      const scalar_t* fc = f + c * P;
+      const acc_t a = alpha[c];
+      for (int64_t p = 0; p < P; ++p) pre[p] += a * static_cast<acc_t>(fc[p]);
+    }
+    mn = std::max(pre[0], acc_t(0));
+    mx = mn;
+    for (int64_t p = 0; p < P; ++p) {
+      const acc_t v = std::max(pre[p], acc_t(0));
+      cam[p] = v;
+      mn = std::min(mn, v);
+      mx = std::max(mx, v);
+    }
+    if (norm == Norm::MinMax) {
+      R = mx - mn + eps;
+      for (int64_t p = 0; p < P; ++p) n[p] = (cam[p] - mn) / R;
+    } else {
+      R = mx + eps;
+      for (int64_t p = 0; p < P; ++p) n[p] = cam[p] / R;
+    }
+  }
+};
+
+struct Shape {
+  int64_t B, h, w, P;
+};
+
+Shape check_sources(const std::vector<at::Tensor>& feats, const std::vector<at::Tensor>& grads) {
+  TORCH_CHECK_VALUE(!feats.empty(), "camfast.cam_mask: feats must hold at least one tensor");
+  TORCH_CHECK_VALUE(feats.size() == grads.size(), "camfast.cam_mask: got ", feats.size(), " feats but ",
+                    grads.size(), " grads");
+  const auto& f0 = feats[0];
+  TORCH_CHECK_VALUE(f0.dim() == 4, "camfast.cam_mask: feats[0] must be [B, C, h, w], got ", f0.sizes());
+  for (size_t s = 0; s < feats.size(); ++s) {
+    const auto& f = feats[s];
+    const auto& g = grads[s];
+    TORCH_CHECK_VALUE(f.dim() == 4 && f.size(0) == f0.size(0) && f.size(2) == f0.size(2) && f.size(3) == f0.size(3),
+                      "camfast.cam_mask: feats[", s, "] has shape ", f.sizes(), ", expected [", f0.size(0),
+                      ", C, ", f0.size(2), ", ", f0.size(3), "]");
+    TORCH_CHECK_VALUE(g.sizes() == f.sizes(), "camfast.cam_mask: grads[", s, "] has shape ", g.sizes(),
+                      ", expected ", f.sizes());
+    TORCH_CHECK_TYPE(f.scalar_type() == f0.scalar_type() && g.scalar_type() == f0.scalar_type(),
+                     "camfast.cam_mask: all feats and grads must share one dtype");
+    TORCH_CHECK(f.device().is_cpu() && g.device().is_cpu(), "camfast.cam_mask (CPU kernel): tensors must be on the CPU");
+  }
+  return {f0.size(0), f0.size(2), f0.size(3), f0.size(2) * f0.size(3)};
+}
+
+std::vector<at::Tensor> contiguous(const at::TensorList ts) {
+  std::vector<at::Tensor> out;
+  out.reserve(ts.size());
+  for (const auto& t : ts) out.push_back(t.contiguous());
+  return out;
+}
+
+at::Tensor cam_mask_cpu(at::TensorList feats_in, at::TensorList grads_in, c10::string_view normalize, double eps) {
+  const auto feats = contiguous(feats_in);
+  const auto grads = contiguous(grads_in);
+  const Shape sh = check_sources(feats, grads);
+  const Norm norm = parse_norm(normalize);
+  const auto acc = acc_type(feats[0].scalar_type());
+  at::Tensor u = new_output(feats[0], {sh.B, sh.h, sh.w}, acc);
+  const int64_t S = feats.size();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, feats[0].scalar_type(), "camfast_cam_mask_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    acc_t* out = u.data_ptr<acc_t>();
+    at::parallel_for(0, sh.B, 1, [&](int64_t b0, int64_t b1) {
+      SourceCam<scalar_t, acc_t> src;
+      for (int64_t b = b0; b < b1; ++b) {
+        acc_t* ub = out + b * sh.P;
+        for (int64_t s = 0; s < S; ++s) {
+          const int64_t C = feats[s].size(1);
+          src.compute(feats[s].const_data_ptr<scalar_t>() + b * C * sh.P,
+                      grads[s].const_data_ptr<scalar_t>() + b * C * sh.P, C, sh.P, norm, static_cast<acc_t>(eps));
+          if (s == 0) {
+            std::copy(src.n.begin(), src.n.end(), ub);
+          } else {
+            for (int64_t p = 0; p < sh.P; ++p) ub[p] = std::max(ub[p], src.n[p]);
+          }
+        }
+      }
+    });
+  });
+  return u;
+}
+
+std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> cam_mask_backward_cpu(
+    const at::Tensor& grad_mask_in, at::TensorList feats_in, at::TensorList grads_in, c10::string_view normalize,
+    double eps, bool need_feats, bool need_grads) {
+  const auto feats = contiguous(feats_in);
+  const auto grads = contiguous(grads_in);
+  const Shape sh = check_sources(feats, grads);
+  const Norm norm = parse_norm(normalize);
+  const int64_t S = feats.size();
+  const auto acc = acc_type(feats[0].scalar_type());
+  TORCH_CHECK_VALUE(grad_mask_in.sizes() == at::IntArrayRef({sh.B, sh.h, sh.w}),
+                    "camfast.cam_mask_backward: grad_mask has shape ", grad_mask_in.sizes(), ", expected [", sh.B,
+                    ", ", sh.h, ", ", sh.w, "]");
+  const at::Tensor gu = grad_mask_in.to(acc).contiguous();
+
+  std::vector<at::Tensor> dfeats, dgrads;
+  for (int64_t s = 0; s < S; ++s) {
+    if (need_feats) dfeats.push_back(new_output_like(feats[s]));
+    if (need_grads) dgrads.push_back(new_output_like(grads[s]));
+  }
+  if (!need_feats && !need_grads) return {dfeats, dgrads};
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, feats[0].scalar_type(), "camfast_cam_mask_bwd_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const acc_t* gu_ptr = gu.const_data_ptr<acc_t>();
+    at::parallel_for(0, sh.B, 1, [&](int64_t b0, int64_t b1) {
+      const int64_t P = sh.P;
+      std::vector<SourceCam<scalar_t, acc_t>> src(S);
+      std::vector<acc_t> u(P), gn(P), gpre(P);
+      std::vector<int> ties(P);
+      for (int64_t b = b0; b < b1; ++b) {
+        for (int64_t s = 0; s < S; ++s) {
+          const int64_t C = feats[s].size(1);
+          src[s].compute(feats[s].const_data_ptr<scalar_t>() + b * C * P,
+                         grads[s].const_data_ptr<scalar_t>() + b * C * P, C, P, norm, static_cast<acc_t>(eps));
+        }
+        // Union: the gradient goes to the sources equal to the max, split evenly.
+        std::fill(ties.begin(), ties.end(), 0);
+        std::copy(src[0].n.begin(), src[0].n.end(), u.begin());
+        for (int64_t s = 1; s < S; ++s)
+          for (int64_t p = 0; p < P; ++p) u[p] = std::max(u[p], src[s].n[p]);
+        for (int64_t s = 0; s < S; ++s)
+          for (int64_t p = 0; p < P; ++p) ties[p] += src[s].n[p] == u[p];
+        const acc_t* gub = gu_ptr + b * P;
+
+        for (int64_t s = 0; s < S; ++s) {
+          const auto& cs = src[s];
+          const int64_t C = feats[s].size(1);
+          for (int64_t p = 0; p < P; ++p) gn[p] = cs.n[p] == u[p] ? gub[p] / acc_t(ties[p]) : acc_t(0);
+          // Normalisation: direct term plus the min/max terms, split between tied extremes.
+          acc_t sum_gn_n = 0, sum_gn = 0;
+          int cnt_mn = 0, cnt_mx = 0;
+          for (int64_t p = 0; p < P; ++p) {
+            sum_gn_n += gn[p] * cs.n[p];
+            sum_gn += gn[p];
+            cnt_mn += cs.cam[p] == cs.mn;
+            cnt_mx += cs.cam[p] == cs.mx;
+          }
+          const acc_t gmx = -sum_gn_n / cs.R / acc_t(cnt_mx);
+          const acc_t gmn = norm == Norm::MinMax ? (sum_gn_n - sum_gn) / cs.R / acc_t(cnt_mn) : acc_t(0);
+          for (int64_t p = 0; p < P; ++p) {
+            acc_t g = gn[p] / cs.R;
+            if (cs.cam[p] == cs.mx) g += gmx;
+            if (norm == Norm::MinMax && cs.cam[p] == cs.mn) g += gmn;
+            gpre[p] = cs.cam[p] > acc_t(0) ? g : acc_t(0);  // ReLU: cam > 0 exactly where pre > 0
+          }
+          const scalar_t* f = feats[s].const_data_ptr<scalar_t>() + b * C * P;
+          if (need_feats) {
+            scalar_t* df = dfeats[s].mutable_data_ptr<scalar_t>() + b * C * P;
+            for (int64_t c = 0; c < C; ++c) {
+              const acc_t a = cs.alpha[c];
+              for (int64_t p = 0; p < P; ++p) df[c * P + p] = static_cast<scalar_t>(a * gpre[p]);
+            }
+          }
+          if (need_grads) {
+            scalar_t* dg = dgrads[s].mutable_data_ptr<scalar_t>() + b * C * P;
+            const acc_t inv_p = acc_t(1) / acc_t(P);
+            for (int64_t c = 0; c < C; ++c) {
+              acc_t ga = 0;
+              for (int64_t p = 0; p < P; ++p) ga += gpre[p] * static_cast<acc_t>(f[c * P + p]);
+              const scalar_t v = static_cast<scalar_t>(ga * inv_p);
+              std::fill(dg + c * P, dg + (c + 1) * P, v);
+            }
+          }
+        }
+      }
+    });
+  });
+  return {dfeats, dgrads};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(camfast, CPU, m) {
+  m.impl("cam_mask", &cam_mask_cpu);
+  m.impl("cam_mask_backward", &cam_mask_backward_cpu);
+}
+
+}  // namespace camfast

@@ -1,0 +1,187 @@
+// Stage 2 on the CPU: masked L1 between real and fake, sampling the low-resolution mask
+// bilinearly row by row, never materialising the image-sized mask; and its backward,
+// which writes d/dreal and d/dfake and folds d/dM back onto the low-resolution grid.
+// Work is split over (sample, row) with per-row partials reduced in a fixed order, so the
+// result does not depend on the number of threads.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <vector>
+
+#include "common.h"
+#include "cpu/bilinear.h"
+
+namespace camfast {
+namespace {
+
+struct ImgShape {
+  int64_t B, K, H, W, h, w;
+};
+
+ImgShape check_inputs(const at::Tensor& real, const at::Tensor& fake, const at::Tensor& mask) {
+  TORCH_CHECK_VALUE(real.dim() == 4, "camfast.masked_l1: real must be [B, C, H, W], got ", real.sizes());
+  TORCH_CHECK_VALUE(fake.sizes() == real.sizes(), "camfast.masked_l1: fake has shape ", fake.sizes(),
+                    ", expected ", real.sizes(), " (as real)");
+  TORCH_CHECK_TYPE(fake.scalar_type() == real.scalar_type(), "camfast.masked_l1: fake dtype ", fake.scalar_type(),
+                   " differs from real dtype ", real.scalar_type());
+  TORCH_CHECK_VALUE(mask.dim() == 3 && mask.size(0) == real.size(0), "camfast.masked_l1: mask must be [",
+                    real.size(0), ", h, w], got ", mask.sizes());
+  TORCH_CHECK_TYPE(mask.scalar_type() == acc_type(real.scalar_type()), "camfast.masked_l1: mask dtype must be ",
+                   acc_type(real.scalar_type()), " for images of dtype ", real.scalar_type(), ", got ",
+                   mask.scalar_type());
+  TORCH_CHECK(real.device().is_cpu() && fake.device().is_cpu() && mask.device().is_cpu(),
+              "camfast.masked_l1 (CPU kernel): tensors must be on the CPU");
+  return {real.size(0), real.size(1), real.size(2), real.size(3), mask.size(1), mask.size(2)};
+}
+
+at::Tensor masked_l1_cpu(const at::Tensor& real_in, const at::Tensor& fake_in, const at::Tensor& mask_in,
+                         c10::string_view reduction) {
+  const ImgShape s = check_inputs(real_in, fake_in, mask_in);
+  const Reduction red = parse_reduction(reduction);
+  const at::Tensor real = real_in.contiguous(), fake = fake_in.contiguous(), mask = mask_in.contiguous();
+  const auto acc = acc_type(real.scalar_type());
+  // Per-(sample, row) partial sums, reduced below in a fixed order.
+  at::Tensor rows = at::zeros({s.B, s.H}, real.options().dtype(acc));
+  at::Tensor out = new_output(real, red == Reduction::None ? at::IntArrayRef{s.B} : at::IntArrayRef{}, real.scalar_type());
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, real.scalar_type(), "camfast_masked_l1_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const Taps<acc_t> ty(s.h, s.H), tx(s.w, s.W);
+    const scalar_t* r = real.const_data_ptr<scalar_t>();
+    const scalar_t* f = fake.const_data_ptr<scalar_t>();
+    const acc_t* u = mask.const_data_ptr<acc_t>();
+    acc_t* rows_ptr = rows.mutable_data_ptr<acc_t>();
+    const int64_t HW = s.H * s.W;
+    at::parallel_for(0, s.B * s.H, 1, [&](int64_t i0, int64_t i1) {
+      std::vector<acc_t> keep(s.W), diff(s.W);
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t b = i / s.H, y = i % s.H;
+        mask_row(u + b * s.h * s.w, s.w, ty, y, tx, keep.data(), s.W);
+        std::fill(diff.begin(), diff.end(), acc_t(0));
+        for (int64_t k = 0; k < s.K; ++k) {
+          const int64_t off = (b * s.K + k) * HW + y * s.W;
+          for (int64_t x = 0; x < s.W; ++x)
+            diff[x] += std::abs(static_cast<acc_t>(r[off + x]) - static_cast<acc_t>(f[off + x]));
+        }
+        acc_t total = 0;
+        for (int64_t x = 0; x < s.W; ++x) total += diff[x] * (acc_t(1) - keep[x]);
+        rows_ptr[i] = total;
+      }
+    });
+    // Fixed-order reduction of the row partials.
+    scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    const acc_t per_sample = static_cast<acc_t>(s.K * HW);
+    acc_t all = 0;
+    for (int64_t b = 0; b < s.B; ++b) {
+      acc_t sb = 0;
+      for (int64_t y = 0; y < s.H; ++y) sb += rows_ptr[b * s.H + y];
+      if (red == Reduction::None) o[b] = static_cast<scalar_t>(sb / per_sample);
+      all += sb;
+    }
+    if (red == Reduction::Mean) o[0] = static_cast<scalar_t>(all / (per_sample * static_cast<acc_t>(s.B)));
+    if (red == Reduction::Sum) o[0] = static_cast<scalar_t>(all);
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_l1_backward_cpu(
+    const at::Tensor& grad_out, const at::Tensor& real_in, const at::Tensor& fake_in, const at::Tensor& mask_in,
+    c10::string_view reduction, bool need_real, bool need_fake, bool need_mask) {
+  const ImgShape s = check_inputs(real_in, fake_in, mask_in);
+  const Reduction red = parse_reduction(reduction);
+  const at::Tensor real = real_in.contiguous(), fake = fake_in.contiguous(), mask = mask_in.contiguous();
+  const auto acc = acc_type(real.scalar_type());
+  const int64_t expect_numel = red == Reduction::None ? s.B : 1;
+  TORCH_CHECK_VALUE(grad_out.numel() == expect_numel, "camfast.masked_l1_backward: grad_out has ",
+                    grad_out.numel(), " elements, expected ", expect_numel);
+  const at::Tensor g = grad_out.to(acc).contiguous();
+
+  at::Tensor dreal = need_real ? new_output_like(real) : not_requested(real);
+  at::Tensor dfake = need_fake ? new_output_like(fake) : not_requested(fake);
+  at::Tensor dmask = need_mask ? new_output_like(mask) : not_requested(mask);
+  if (!need_real && !need_fake && !need_mask) return {dreal, dfake, dmask};
+  // Per-(sample, row) adjoint of the horizontal interpolation: Q[b, y, j].
+  at::Tensor q = need_mask ? at::zeros({s.B, s.H, s.w}, real.options().dtype(acc)) : at::Tensor();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, real.scalar_type(), "camfast_masked_l1_bwd_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const Taps<acc_t> ty(s.h, s.H), tx(s.w, s.W);
+    const scalar_t* r = real.const_data_ptr<scalar_t>();
+    const scalar_t* f = fake.const_data_ptr<scalar_t>();
+    const acc_t* u = mask.const_data_ptr<acc_t>();
+    const acc_t* gp = g.const_data_ptr<acc_t>();
+    scalar_t* dr = need_real ? dreal.mutable_data_ptr<scalar_t>() : nullptr;
+    scalar_t* df = need_fake ? dfake.mutable_data_ptr<scalar_t>() : nullptr;
+    acc_t* qp = need_mask ? q.mutable_data_ptr<acc_t>() : nullptr;
+    const int64_t HW = s.H * s.W;
+    const acc_t per_sample = static_cast<acc_t>(s.K * HW);
+    const bool need_img = need_real || need_fake;
+
+    at::parallel_for(0, s.B * s.H, 1, [&](int64_t i0, int64_t i1) {
+      std::vector<acc_t> keep(s.W), absdiff(s.W);
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t b = i / s.H, y = i % s.H;
+        const acc_t ge = red == Reduction::Mean  ? gp[0] / (per_sample * static_cast<acc_t>(s.B))
+                         : red == Reduction::Sum ? gp[0]
+                                                 : gp[b] / per_sample;
+        mask_row(u + b * s.h * s.w, s.w, ty, y, tx, keep.data(), s.W);
+        for (int64_t x = 0; x < s.W; ++x) keep[x] = (acc_t(1) - keep[x]) * ge;
+        std::fill(absdiff.begin(), absdiff.end(), acc_t(0));
+        for (int64_t k = 0; k < s.K; ++k) {
+          const int64_t off = (b * s.K + k) * HW + y * s.W;
+          for (int64_t x = 0; x < s.W; ++x) {
+            const acc_t d = static_cast<acc_t>(f[off + x]) - static_cast<acc_t>(r[off + x]);
+            if (need_img) {
+              const acc_t sg = static_cast<acc_t>((d > acc_t(0)) - (d < acc_t(0)));
+              const acc_t v = sg * keep[x];
+              if (need_fake) df[off + x] = static_cast<scalar_t>(v);
+              if (need_real) dr[off + x] = static_cast<scalar_t>(-v);
+            }
+            absdiff[x] += std::abs(d);
+          }
+        }
+        if (need_mask) {
+          acc_t* qrow = qp + i * s.w;
+          for (int64_t x = 0; x < s.W; ++x) {
+            const acc_t dm = -ge * absdiff[x];
+            qrow[tx.i0[x]] += tx.l0[x] * dm;
+            qrow[tx.i1[x]] += tx.l1[x] * dm;
+          }
+        }
+      }
+    });
+
+    if (need_mask) {
+      // Vertical adjoint, in row order for every (b, i): deterministic.
+      acc_t* dm = dmask.mutable_data_ptr<acc_t>();
+      at::parallel_for(0, s.B, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) {
+          acc_t* out = dm + b * s.h * s.w;
+          std::fill(out, out + s.h * s.w, acc_t(0));
+          for (int64_t y = 0; y < s.H; ++y) {
+            const acc_t* qrow = qp + (b * s.H + y) * s.w;
+            acc_t* o0 = out + ty.i0[y] * s.w;
+            acc_t* o1 = out + ty.i1[y] * s.w;
+            for (int64_t j = 0; j < s.w; ++j) o0[j] += ty.l0[y] * qrow[j];
+            for (int64_t j = 0; j < s.w; ++j) o1[j] += ty.l1[y] * qrow[j];
+          }
+        }
+      });
+    }
+  });
+  return {dreal, dfake, dmask};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(camfast, CPU, m) {
+  m.impl("masked_l1", &masked_l1_cpu);
+  m.impl("masked_l1_backward", &masked_l1_backward_cpu);
+}
+
+}  // namespace camfast

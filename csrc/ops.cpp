@@ -1,0 +1,56 @@
+// Op schemas for camfast and the Python module stub of camfast._C.
+// Kernels are registered per device in csrc/cpu/ and csrc/cuda/; fake kernels and autograd
+// are registered from Python (camfast/ops.py), as torch.library recommends.
+#include <Python.h>
+#include <torch/library.h>
+
+#include "common.h"
+
+#include <string>
+
+#ifndef CAMFAST_VERSION
+#define CAMFAST_VERSION "unknown"
+#endif
+#ifndef CAMFAST_SOURCE_HASH
+#define CAMFAST_SOURCE_HASH "unknown"
+#endif
+#ifndef CAMFAST_CUDA_ARCHS
+#define CAMFAST_CUDA_ARCHS ""
+#endif
+
+extern "C" {
+// Importing camfast._C loads this library, which runs the TORCH_LIBRARY registrations.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+namespace {
+
+std::string build_info() {
+#ifdef WITH_CUDA
+  const char* cuda = "1";
+#else
+  const char* cuda = "0";
+#endif
+  return std::string("version=") + CAMFAST_VERSION + ";source_hash=" + CAMFAST_SOURCE_HASH +
+         ";cuda=" + cuda + ";cuda_archs=" + CAMFAST_CUDA_ARCHS;
+}
+
+void set_poison(bool enabled) { camfast::set_poison(enabled); }
+
+}  // namespace
+
+TORCH_LIBRARY(camfast, m) {
+  m.def("cam_mask(Tensor[] feats, Tensor[] grads, str normalize, float eps) -> Tensor");
+  m.def(
+      "cam_mask_backward(Tensor grad_mask, Tensor[] feats, Tensor[] grads, str normalize, float eps, "
+      "bool need_feats, bool need_grads) -> (Tensor[], Tensor[])");
+  m.def("masked_l1(Tensor real, Tensor fake, Tensor mask, str reduction) -> Tensor");
+  m.def(
+      "masked_l1_backward(Tensor grad_out, Tensor real, Tensor fake, Tensor mask, str reduction, "
+      "bool need_real, bool need_fake, bool need_mask) -> (Tensor, Tensor, Tensor)");
+  m.def("_build_info", &build_info);
+  m.def("_set_poison", &set_poison);
+}

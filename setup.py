@@ -1,0 +1,116 @@
+"""Build camfast and its compiled extension camfast._C.
+
+The C++ part (op schemas + CPU kernels) is always built. The CUDA kernels are added when a
+CUDA toolkit is found or FORCE_CUDA=1; CAMFAST_CPU_ONLY=1 skips them. Without a visible GPU
+they are compiled for sm_80 and sm_90 (override with TORCH_CUDA_ARCH_LIST).
+"""
+import glob
+import hashlib
+import os
+import shutil
+import sys
+
+from setuptools import find_packages, setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, ROOT)
+
+
+def _version() -> str:
+    scope: dict = {}
+    with open(os.path.join(ROOT, "camfast", "_version.py")) as f:
+        exec(f.read(), scope)
+    return scope["__version__"]
+
+
+def _has_cudart(home: str) -> bool:
+    return any(glob.glob(os.path.join(home, d, "libcudart.so*")) for d in ("lib64", "lib", "targets/*/lib"))
+
+
+def find_cuda_home():
+    """The toolkit root, or None.
+
+    torch guesses CUDA_HOME from the directory of `nvcc` on PATH; where that nvcc is a
+    wrapper script (e.g. /usr/local/bin/nvcc) the guess has no libcudart and the link
+    fails, so only accept a root that really holds bin/nvcc and libcudart.
+    """
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+    for home in candidates:
+        if home and os.path.isfile(os.path.join(home, "bin", "nvcc")) and _has_cudart(home):
+            return home
+    return None
+
+
+def source_hash(files) -> str:
+    """Hash of the extension's sources, compiled in so that a stale build can be detected."""
+    h = hashlib.sha256()
+    for path in sorted(files):
+        h.update(os.path.relpath(path, ROOT).encode())
+        with open(path, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+def extension_sources(with_cuda: bool):
+    cpp = sorted(glob.glob(os.path.join(ROOT, "csrc", "*.cpp")) + glob.glob(os.path.join(ROOT, "csrc", "cpu", "*.cpp")))
+    cuda = sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cpp")) + glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))
+    return cpp + (cuda if with_cuda else [])
+
+
+def hashed_files():
+    """Every file whose change makes a built extension stale (also headers and CUDA sources)."""
+    pats = ("*.cpp", "*.h", "*.cu", "*.cuh")
+    return [p for d in ("csrc", "csrc/cpu", "csrc/cuda") for pat in pats for p in glob.glob(os.path.join(ROOT, d, pat))]
+
+
+def make_extension():
+    cpu_only = os.environ.get("CAMFAST_CPU_ONLY", "0") == "1"
+    force = os.environ.get("FORCE_CUDA", "0") == "1"
+    cuda_home = None if cpu_only else find_cuda_home()
+    with_cuda = not cpu_only and (cuda_home is not None or force)
+    if cuda_home:
+        # Must happen before torch.utils.cpp_extension is imported: it reads CUDA_HOME then.
+        os.environ["CUDA_HOME"] = cuda_home
+    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+    import torch
+
+    archs = ""
+    if with_cuda:
+        if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
+        archs = os.environ.get("TORCH_CUDA_ARCH_LIST", "native")
+    define = [
+        ("CAMFAST_VERSION", f'"{_version()}"'),
+        ("CAMFAST_SOURCE_HASH", f'"{source_hash(hashed_files())}"'),
+        ("CAMFAST_CUDA_ARCHS", f'"{archs}"'),
+    ]
+    cxx = ["-O3", "-fno-math-errno"]  # torch adds the C++ standard it needs (C++20 for 2.14)
+    sources = [os.path.relpath(p, ROOT) for p in extension_sources(with_cuda)]
+    include = [os.path.join(ROOT, "csrc")]
+    if with_cuda:
+        define.append(("WITH_CUDA", None))
+        nvcc = ["-O3", "-lineinfo", "--expt-relaxed-constexpr"]
+        ext = CUDAExtension("camfast._C", sources, include_dirs=include, define_macros=define,
+                            extra_compile_args={"cxx": cxx, "nvcc": nvcc})
+    else:
+        ext = CppExtension("camfast._C", sources, include_dirs=include, define_macros=define,
+                           extra_compile_args={"cxx": cxx})
+    print(f"camfast: building camfast._C ({'CPU + CUDA ' + archs if with_cuda else 'CPU only'})"
+          + (f", CUDA_HOME={cuda_home}" if cuda_home else ""))
+    return ext, BuildExtension.with_options(use_ninja=shutil.which("ninja") is not None)
+
+
+ext, build_ext = make_extension()
+
+packages = find_packages(include=["camfast", "camfast.*"]) + ["camfast.kernels"]
+setup(
+    name="camfast",
+    version=_version(),
+    packages=packages,
+    package_dir={"camfast.kernels": "kernels"},
+    ext_modules=[ext],
+    cmdclass={"build_ext": build_ext},
+)
