@@ -85,7 +85,7 @@ def make_extension():
     define = [
         ("CAMFAST_VERSION", f'"{_version()}"'),
         ("CAMFAST_SOURCE_HASH", f'"{source_hash(hashed_files())}"'),
-        ("CAMFAST_CUDA_ARCHS", f'"{archs}"'),
+        ("CAMFAST_CUDA_ARCHS", f'"{archs.replace(";", ",")}"'),  # a ";" would end the shell command
     ]
     cxx = ["-O3", "-fno-math-errno"]  # torch adds the C++ standard it needs (C++20 for 2.14)
     sources = [os.path.relpath(p, ROOT) for p in extension_sources(with_cuda)]
