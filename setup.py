@@ -5,7 +5,6 @@ CUDA toolkit is found or FORCE_CUDA=1; CAMFAST_CPU_ONLY=1 skips them. Without a 
 they are compiled for sm_80 and sm_90 (override with TORCH_CUDA_ARCH_LIST).
 """
 import glob
-import hashlib
 import os
 import shutil
 import sys
@@ -16,11 +15,16 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, ROOT)
 
 
-def _version() -> str:
+def _load(name: str) -> dict:
+    """Execute a stdlib-only module of the package without importing the package (and torch)."""
     scope: dict = {}
-    with open(os.path.join(ROOT, "camfast", "_version.py")) as f:
+    with open(os.path.join(ROOT, "camfast", name)) as f:
         exec(f.read(), scope)
-    return scope["__version__"]
+    return scope
+
+
+def _version() -> str:
+    return _load("_version.py")["__version__"]
 
 
 def _has_cudart(home: str) -> bool:
@@ -44,26 +48,10 @@ def find_cuda_home():
     return None
 
 
-def source_hash(files) -> str:
-    """Hash of the extension's sources, compiled in so that a stale build can be detected."""
-    h = hashlib.sha256()
-    for path in sorted(files):
-        h.update(os.path.relpath(path, ROOT).encode())
-        with open(path, "rb") as f:
-            h.update(f.read())
-    return h.hexdigest()[:16]
-
-
 def extension_sources(with_cuda: bool):
     cpp = sorted(glob.glob(os.path.join(ROOT, "csrc", "*.cpp")) + glob.glob(os.path.join(ROOT, "csrc", "cpu", "*.cpp")))
     cuda = sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cpp")) + glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))
     return cpp + (cuda if with_cuda else [])
-
-
-def hashed_files():
-    """Every file whose change makes a built extension stale (also headers and CUDA sources)."""
-    pats = ("*.cpp", "*.h", "*.cu", "*.cuh")
-    return [p for d in ("csrc", "csrc/cpu", "csrc/cuda") for pat in pats for p in glob.glob(os.path.join(ROOT, d, pat))]
 
 
 def make_extension():
@@ -84,7 +72,7 @@ def make_extension():
         archs = os.environ.get("TORCH_CUDA_ARCH_LIST", "native")
     define = [
         ("CAMFAST_VERSION", f'"{_version()}"'),
-        ("CAMFAST_SOURCE_HASH", f'"{source_hash(hashed_files())}"'),
+        ("CAMFAST_SOURCE_HASH", f'"{_load("_srchash.py")["source_hash"](ROOT, with_cuda)}"'),
         ("CAMFAST_CUDA_ARCHS", f'"{archs.replace(";", ",")}"'),  # a ";" would end the shell command
     ]
     cxx = ["-O3", "-fno-math-errno"]  # torch adds the C++ standard it needs (C++20 for 2.14)

@@ -5,13 +5,12 @@ backend working: importing camfast never fails because of the build.
 """
 from __future__ import annotations
 
-import glob
-import hashlib
 import os
 import warnings
 
 import torch
 
+from ._srchash import source_hash
 from ._version import __version__
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,24 +25,16 @@ def _parse(info: str) -> dict:
     return dict(item.split("=", 1) for item in info.split(";") if "=" in item)
 
 
-def _source_hash() -> str | None:
-    """Hash of csrc/ as setup.py computes it, when the sources are next to the package."""
-    csrc = os.path.join(_ROOT, "csrc")
-    if not os.path.isdir(csrc):
+def _current_source_hash(with_cuda: bool) -> str | None:
+    """Hash of csrc/ now, when the sources sit next to the package (a development checkout)."""
+    if not os.path.isdir(os.path.join(_ROOT, "csrc")):
         return None
-    files = [p for d in ("csrc", "csrc/cpu", "csrc/cuda") for pat in ("*.cpp", "*.h", "*.cu", "*.cuh")
-             for p in glob.glob(os.path.join(_ROOT, d, pat))]
-    h = hashlib.sha256()
-    for path in sorted(files):
-        h.update(os.path.relpath(path, _ROOT).encode())
-        with open(path, "rb") as f:
-            h.update(f.read())
-    return h.hexdigest()[:16]
+    return source_hash(_ROOT, with_cuda)
 
 
 def _load() -> None:
     global LOADED, STALE, ERROR, INFO
-    if os.environ.get("CAMFAST_NO_EXTENSION") == "1":
+    if os.environ.get("CAMFAST_NO_EXTENSION") == "1":  # a deliberate choice: no warning
         ERROR = "disabled by CAMFAST_NO_EXTENSION=1"
         return
     try:
@@ -59,7 +50,7 @@ def _load() -> None:
         problems = []
         if INFO.get("version") != __version__:
             problems.append(f"it was built for camfast {INFO.get('version')}, this is {__version__}")
-        current = _source_hash()
+        current = _current_source_hash(INFO.get("cuda") == "1")
         if current is not None and INFO.get("source_hash") != current:
             problems.append("csrc/ changed since it was built")
         if problems:
