@@ -71,7 +71,9 @@ def register_family(prefix: str = "") -> None:
         feats, grads = list(saved[: ctx.n]), list(saved[ctx.n:])
         need_f, need_g = ctx.need
         dfeats, dgrads = mask_bwd(grad_mask.contiguous(), feats, grads, ctx.normalize, ctx.eps, need_f, need_g)
-        return (list(dfeats) if need_f else None), (list(dgrads) if need_g else None), None, None
+        # register_autograd wants a list per Tensor[] input, with None for an unrequested entry.
+        none = [None] * ctx.n
+        return (list(dfeats) if need_f else none), (list(dgrads) if need_g else none), None, None
 
     torch.library.register_autograd(names["cam_mask"], mask_backward, setup_context=mask_setup)
 

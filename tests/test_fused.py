@@ -340,3 +340,22 @@ def test_cpu_op_rejects_bad_direct_calls():
         ns.masked_l1(r, r, torch.rand(2, 4, 4, dtype=torch.float64), "mean")
     with pytest.raises(ValueError, match="reduction"):
         ns.masked_l1(r, r, torch.rand(2, 4, 4), "avg")
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_partial_requires_grad(backend, device):
+    """G's step: grads made without create_graph, only feats and fake need gradients."""
+    real, fake, feats, grads = make_inputs((2, 3, 9, 8, 3, 4, 4), 2, torch.float32, device)
+    grads = [g.detach() for g in grads]
+    real = real.detach()
+    loss = camfast.cam_consistency_loss(real, fake, feats, grads, backend=backend)
+    loss.backward()
+    want = camfast.cam_consistency_loss(real, fake.detach().requires_grad_(True), feats, grads, backend="reference")
+    assert fake.grad is not None and all(f.grad is not None for f in feats)
+    ref_f = [f.detach().clone().requires_grad_(True) for f in feats]
+    ref_fake = fake.detach().clone().requires_grad_(True)
+    camfast.cam_consistency_loss(real, ref_fake, ref_f, grads, backend="reference").backward()
+    compare(loss, want, torch.float32, "loss")
+    compare(fake.grad, ref_fake.grad, torch.float32, "d/dfake")
+    for a, b in zip(feats, ref_f):
+        compare(a.grad, b.grad, torch.float32, "d/dfeats")
