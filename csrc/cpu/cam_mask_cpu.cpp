@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common.h"
+#include "cpu/reduce.h"
 
 namespace camfast {
 namespace {
@@ -30,10 +31,7 @@ struct SourceCam {
     n.resize(P);
     const acc_t inv_p = acc_t(1) / acc_t(P);
     for (int64_t c = 0; c < C; ++c) {
-      const scalar_t* gc = g + c * P;
-      acc_t s = 0;
-      for (int64_t p = 0; p < P; ++p) s += static_cast<acc_t>(gc[p]);
-      alpha[c] = s * inv_p;
+      alpha[c] = lane_sum<acc_t>(g + c * P, P) * inv_p;
     }
     acc_t* pre = cam.data();
     for (int64_t c = 0; c < C; ++c) {
@@ -188,22 +186,20 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> cam_mask_backward_c
             if (norm == Norm::MinMax && cs.cam[p] == cs.mn) g += gmn;
             gpre[p] = cs.cam[p] > acc_t(0) ? g : acc_t(0);  // ReLU: cam > 0 exactly where pre > 0
           }
+          // One pass over the channels: each feats row is read once while gpre stays in cache.
           const scalar_t* f = feats[s].const_data_ptr<scalar_t>() + b * C * P;
-          if (need_feats) {
-            scalar_t* df = dfeats[s].mutable_data_ptr<scalar_t>() + b * C * P;
-            for (int64_t c = 0; c < C; ++c) {
+          scalar_t* df = need_feats ? dfeats[s].mutable_data_ptr<scalar_t>() + b * C * P : nullptr;
+          scalar_t* dg = need_grads ? dgrads[s].mutable_data_ptr<scalar_t>() + b * C * P : nullptr;
+          const acc_t inv_p = acc_t(1) / acc_t(P);
+          for (int64_t c = 0; c < C; ++c) {
+            if (need_feats) {
               const acc_t a = cs.alpha[c];
-              for (int64_t p = 0; p < P; ++p) df[c * P + p] = static_cast<scalar_t>(a * gpre[p]);
+              scalar_t* dfc = df + c * P;
+              for (int64_t p = 0; p < P; ++p) dfc[p] = static_cast<scalar_t>(a * gpre[p]);
             }
-          }
-          if (need_grads) {
-            scalar_t* dg = dgrads[s].mutable_data_ptr<scalar_t>() + b * C * P;
-            const acc_t inv_p = acc_t(1) / acc_t(P);
-            for (int64_t c = 0; c < C; ++c) {
-              acc_t ga = 0;
-              for (int64_t p = 0; p < P; ++p) ga += gpre[p] * static_cast<acc_t>(f[c * P + p]);
-              const scalar_t v = static_cast<scalar_t>(ga * inv_p);
-              std::fill(dg + c * P, dg + (c + 1) * P, v);
+            if (need_grads) {
+              const acc_t ga = lane_dot(gpre.data(), f + c * P, P);
+              std::fill(dg + c * P, dg + (c + 1) * P, static_cast<scalar_t>(ga * inv_p));
             }
           }
         }

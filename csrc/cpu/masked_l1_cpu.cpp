@@ -15,6 +15,7 @@
 
 #include "common.h"
 #include "cpu/bilinear.h"
+#include "cpu/reduce.h"
 
 namespace camfast {
 namespace {
@@ -68,9 +69,8 @@ at::Tensor masked_l1_cpu(const at::Tensor& real_in, const at::Tensor& fake_in, c
           for (int64_t x = 0; x < s.W; ++x)
             diff[x] += std::abs(static_cast<acc_t>(r[off + x]) - static_cast<acc_t>(f[off + x]));
         }
-        acc_t total = 0;
-        for (int64_t x = 0; x < s.W; ++x) total += diff[x] * (acc_t(1) - keep[x]);
-        rows_ptr[i] = total;
+        for (int64_t x = 0; x < s.W; ++x) keep[x] = acc_t(1) - keep[x];
+        rows_ptr[i] = lane_dot(keep.data(), diff.data(), s.W);
       }
     });
     // Fixed-order reduction of the row partials.
