@@ -8,8 +8,7 @@ backend.
 Why ``torch.library.custom_op`` and not ``torch.library.triton_op`` + ``wrap_triton``: a
 triton_op is traced *into* the graph by torch.compile/opcheck, which runs the kernel on fake
 tensors; under the Triton interpreter (``TRITON_INTERPRET=1``, how CI runs these ops on CPU)
-that fails ("Attempted to set the storage of a tensor on device meta", see
-/work/shared/NOTES.md). A custom_op is opaque to the compiler and only its registered fake
+that fails ("Attempted to set the storage of a tensor on device meta"; docs/kernels.md). A custom_op is opaque to the compiler and only its registered fake
 kernel sees fake tensors, so it passes torch.compile(fullgraph=True) and opcheck both on GPUs
 and under the interpreter. The price is that Inductor cannot fuse into our kernels, which it
 would not do profitably anyway.
