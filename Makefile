@@ -26,7 +26,7 @@ test: build
 	$(PY) -m pytest -q
 
 train: build
-	$(PY) -m camfast.train --preset quick --out runs/quick
+	$(PY) -m camfast.train --preset quick --out runs/quick --overwrite
 
 bench: build
 	$(PY) benchmarks/bench_loss.py

@@ -99,6 +99,7 @@ setup(
     version=_version(),
     packages=packages,
     package_dir={"camfast.kernels": "kernels"},
+    package_data={"camfast": ["configs/*.yaml"]},
     ext_modules=[ext],
     cmdclass={"build_ext": build_ext},
 )

@@ -34,7 +34,7 @@ def dtypes_for(backend, device):
     if backend == "triton":
         return [torch.float32] if device == "cpu" else [torch.float32, torch.float16, torch.bfloat16]
     if backend == "cuda":
-        return [torch.float32, torch.float16, torch.bfloat16]
+        return [torch.float64, torch.float32, torch.float16, torch.bfloat16]
     return [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 
 
