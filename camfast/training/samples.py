@@ -1,0 +1,105 @@
+"""Sample grids: each face with every attribute flipped, and D's Grad-CAM under each edit.
+
+For each of the n faces, two rows:
+
+    input   | reconstruction | attr 1 flipped      | attr 2 flipped      | ...
+    (blank) | (blank)        | D's mask over edit 1 | D's mask over edit 2 | ...   (red = 1)
+
+The mask is the one the CAM-consistency loss uses for that edit (the union of the enabled
+sources: D's CAM of the removed attribute on the input and of the added attribute on the
+output), so the grid shows whether D points at what G changed.
+
+G runs in training mode (batch statistics), as StarGAN's samples: early in training the
+running statistics that eval mode would use are still near their initial values and give
+flat grey images. Its buffers (running statistics) are restored afterwards and no random
+stream is touched, so drawing samples never changes the run.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+import camfast
+from ..data.transforms import to_uint8
+from ..gradcam import unwrap
+from .conditions import flip
+
+PAD = 2
+
+
+def cam_mask(D, cam, x: torch.Tensor, fake: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """D's mask ``[B, 1, H, W]`` for the edit ``x`` (attributes a) -> ``fake`` (attributes b)."""
+    with torch.enable_grad(), cam.capture(D, True) as hook:
+        _, logits_real = D(x.detach().requires_grad_(True))
+        _, logits_fake = D(fake.detach().requires_grad_(True))
+        feats, grads = cam.gradients(hook, a, b, real=(logits_real, 0), fake=(logits_fake, 1), create_graph=False)
+    return camfast.grad_cam_mask([f.detach().float() for f in feats], [g.detach().float() for g in grads],
+                                 tuple(x.shape[-2:]), normalize=cam.normalize, eps=cam.eps, backend=cam.backend)
+
+
+def _overlay(img: torch.Tensor, m: torch.Tensor, alpha: float = 0.6) -> torch.Tensor:
+    """``img`` [3, H, W] in [-1, 1] tinted red where ``m`` [1, H, W] is high."""
+    red = torch.tensor([1.0, -1.0, -1.0], device=img.device).view(3, 1, 1)
+    base = 0.5 * img + 0.5 * img.mean(0, keepdim=True)  # desaturated, so the red reads on any face
+    return base * (1 - alpha * m) + red * (alpha * m)
+
+
+def make_grid(G, D, cond, cam, x: torch.Tensor, a: torch.Tensor, attrs: list, test_int: float = 1.0) -> np.ndarray:
+    """The uint8 ``[H, W, 3]`` grid for faces ``x`` with attributes ``a``."""
+    G, D = unwrap(G), unwrap(D)
+    was = G.training, D.training
+    buffers = {k: v.clone() for k, v in G.named_buffers()}
+    G.train()
+    D.eval()
+    try:
+        with torch.no_grad():
+            rec = G(x, cond.identity(a)).float()
+        blank = torch.full_like(x, 1.0)
+        top, bottom = [x.float(), rec], [blank, blank]
+        for k in range(len(attrs)):
+            b = flip(a, k, attrs)
+            with torch.no_grad():
+                fake = G(x, cond.test_edit(a, b, k, test_int)).float()
+            m = cam_mask(D, cam, x, fake, a, b)
+            top.append(fake)
+            bottom.append(torch.stack([_overlay(fake[i], m[i]) for i in range(len(x))]))
+    finally:
+        with torch.no_grad():
+            for k, v in G.named_buffers():
+                v.copy_(buffers[k])
+        G.train(was[0])
+        D.train(was[1])
+    n, _, h, w = x.shape
+    head = _header(["input", "recon"] + list(attrs), w)
+    canvas = np.full((head.shape[0] + 2 * n * (h + PAD) + PAD, len(top) * (w + PAD) + PAD, 3), 255, np.uint8)
+    canvas[:head.shape[0], :head.shape[1]] = head[:, :canvas.shape[1]]
+    for i in range(n):
+        for r, row in enumerate((top, bottom)):
+            for j, imgs in enumerate(row):
+                y0, x0 = head.shape[0] + PAD + (2 * i + r) * (h + PAD), PAD + j * (w + PAD)
+                canvas[y0:y0 + h, x0:x0 + w] = to_uint8(imgs[i])
+    return canvas
+
+
+def _header(names: list, w: int) -> np.ndarray:
+    """Column titles (attribute names broken at underscores) in PIL's built-in font."""
+    font = ImageFont.load_default()
+    lines = [n.replace("_", " ").split() for n in names]
+    line_h = 11
+    img = Image.new("RGB", (len(names) * (w + PAD) + PAD, line_h * max(len(ln) for ln in lines) + 2), "white")
+    d = ImageDraw.Draw(img)
+    for j, words in enumerate(lines):
+        for k, word in enumerate(words):
+            d.text((PAD + j * (w + PAD) + 1, 1 + k * line_h), word, fill=(0, 0, 0), font=font)
+    return np.asarray(img)
+
+
+def save_png(grid: np.ndarray, path: str) -> None:
+    """Write atomically, so a viewer never sees half a PNG."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    Image.fromarray(grid).save(tmp, format="PNG")
+    os.replace(tmp, path)

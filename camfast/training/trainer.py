@@ -1,0 +1,316 @@
+"""The training loop: one D update per iteration, one G update every ``n_critic``-th.
+
+Read top to bottom as StarGAN's solver: ``d_step`` and ``g_step`` hold the objective,
+``fit`` the schedule, checkpoints, logs and samples. The pieces live next door:
+conditions.py (what G is conditioned on), losses.py, cam.py (CAM consistency),
+schedule.py, checkpoint.py, logging.py, samples.py, distributed.py.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from typing import Optional
+
+import torch
+from torch.utils.data import DataLoader
+
+from .. import data as data_mod
+from .. import models
+from . import checkpoint as ckpt_mod
+from . import distributed, losses, samples, schedule
+from .cam import CamConsistency
+from .conditions import Conditions, sample_targets
+from .config import to_yaml
+from .logging import MetricsCSV, Progress, TensorBoard, notice
+
+
+class Trainer:
+    def __init__(self, cfg: dict, run_dir: str, dist: distributed.Dist, device: torch.device,
+                 resume: Optional[dict] = None):
+        self.cfg, self.run_dir, self.dist, self.device = cfg, run_dir, dist, device
+        self.main = dist.main
+        self.stop_signal: Optional[int] = None
+        if cfg["threads"]:
+            torch.set_num_threads(cfg["threads"])
+
+        # ---- data (local rank 0 generates the synthetic set; the others wait for it)
+        root_kwargs = dict(synthetic_images=cfg["synthetic_images"], image_size=cfg["synthetic_size"] or cfg["image_size"],
+                           synthetic_seed=cfg["synthetic_seed"], cache=cfg["data_cache"])
+        if dist.local_rank == 0:
+            root = data_mod.resolve_root(cfg["data"], progress=cfg["progress"] and self.main, **root_kwargs)
+        distributed.barrier(dist)
+        if dist.local_rank != 0:
+            root = data_mod.resolve_root(cfg["data"], progress=False, **root_kwargs)
+        self.dataset = data_mod.open_dataset(root, cfg["backbone"], cfg["attrs"], cfg["image_size"], cfg["crop"], cfg["split"])
+        self.attrs = self.dataset.attrs
+        cfg["attrs"] = list(self.attrs)  # resolved: config.yaml and checkpoints name them
+        self.sampler = data_mod.ResumableBatchSampler(len(self.dataset), cfg["batch_size"], seed=cfg["seed"],
+                                                      rank=dist.rank, world=dist.world)
+        self.sample_batch = self._sample_batch(root)
+
+        # ---- models: the same initial weights on every rank (DDP also broadcasts rank 0's)
+        ckpt_mod.seed_all(cfg["seed"])
+        try:
+            G, D = models.build(cfg["backbone"], image_size=cfg["image_size"], attrs=self.attrs, **cfg["model"])
+        except ValueError as e:
+            raise ValueError(f"model: {e}") from None
+        self.G_inner, self.D_inner = G.to(device), D.to(device)
+        self.cam = CamConsistency(cfg, D)
+        cfg["cam_layer"] = self.cam.layer
+        self.cond = Conditions(cfg["backbone"], cfg["thres_int"], cfg["b_distribution"])
+        self.G = distributed.wrap(self.G_inner, dist, device)
+        self.D = distributed.wrap(self.D_inner, dist, device)
+        betas = (cfg["beta1"], cfg["beta2"])
+        self.g_opt = torch.optim.Adam(self.G_inner.parameters(), cfg["g_lr"], betas=betas)
+        self.d_opt = torch.optim.Adam(self.D_inner.parameters(), cfg["d_lr"], betas=betas)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.amp = cfg["amp"] == "bf16"
+
+        # ---- state: fresh, or exactly where the checkpoint left off
+        self.step, self.elapsed, self.last = 0, 0.0, {}
+        # Each rank draws its own targets / flips / penalty points: a stream per rank.
+        ckpt_mod.seed_all(cfg["seed"] + 1000003 * (dist.rank + 1))
+        if resume is not None:
+            self._load(resume)
+        self.sampler.start_at(self.step)
+        # A generator of its own: creating the loader's iterator draws a seed for its workers,
+        # and taking it from the global stream would shift every later draw on resume.
+        self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=cfg["num_workers"],
+                                 pin_memory=device.type == "cuda", persistent_workers=False,
+                                 generator=torch.Generator().manual_seed(cfg["seed"]))
+
+        # ---- outputs (rank 0 only)
+        if self.main:
+            os.makedirs(run_dir, exist_ok=True)
+            with open(os.path.join(run_dir, "config.yaml"), "w") as f:
+                f.write(to_yaml(cfg))
+            self.csv = MetricsCSV(os.path.join(run_dir, "metrics.csv"), resume_step=self.step if resume else None)
+            self.tb = TensorBoard(os.path.join(run_dir, "tb"), cfg["tensorboard"], purge_step=self.step if resume else None)
+
+    # ------------------------------------------------------------------ pieces
+
+    def _sample_batch(self, root: str):
+        """A fixed batch for the sample grids: the first faces of the validation split."""
+        n = self.cfg["n_samples"]
+        ds = self.dataset
+        if self.cfg["split"] == "train":
+            try:
+                ds = data_mod.open_dataset(root, self.cfg["backbone"], self.attrs, self.cfg["image_size"], self.cfg["crop"], "val")
+            except data_mod.DataError:
+                ds = self.dataset
+        items = [ds[i] for i in range(min(n, len(ds)))]
+        return torch.stack([x for x, _ in items]), torch.stack([a for _, a in items])
+
+    def autocast(self):
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def _batches(self):
+        for x, a in self.loader:
+            x, a = x.to(self.device, non_blocking=True), a.to(self.device, non_blocking=True)
+            if self.cfg["flip"]:
+                # Flips are drawn here, in the main process, so the checkpointed RNG state
+                # covers them (a worker's RNG would not be).
+                f = (torch.rand(x.size(0)) < 0.5).to(self.device)
+                x = torch.where(f.view(-1, 1, 1, 1), x.flip(-1), x)
+            yield x, a
+
+    # ------------------------------------------------------------------ the objective
+
+    def d_step(self, x, a, b, c_edit) -> dict:
+        cfg = self.cfg
+        with torch.no_grad(), self.autocast():
+            fake = self.G_inner(x, c_edit).float()
+        cam_on = cfg["lambda_cam_d"] > 0
+        m = {}
+        with self.cam.capture(self.D, cam_on) as hook:
+            with self.autocast():
+                adv_real, cls_real = self.D(x)
+                adv_fake, cls_fake = self.D(fake)
+            d_adv = losses.d_adversarial(adv_real, adv_fake)
+            d_cls = losses.classification(cls_real, a, cfg["cls_reduction"])
+            loss = d_adv + cfg["lambda_cls_d"] * d_cls
+            if cam_on:
+                # create_graph: D learns through its own Grad-CAM (feats and grads), a
+                # second-order path, to put its mask where G changed the image.
+                feats, grads = self.cam.gradients(hook, a, b, real=(cls_real, 0), fake=(cls_fake, 1), create_graph=True)
+                d_cam = self.cam.loss(x, fake, feats, grads)
+                loss = loss + cfg["lambda_cam_d"] * d_cam
+                m["d_cam"], m["d_mask"] = d_cam.detach(), self.cam.mask_mean(feats, grads, x.shape[-2:])
+        if cfg["lambda_gp"] > 0:
+            with self.autocast():
+                gp = losses.gradient_penalty(self.D, x, fake)
+            loss = loss + cfg["lambda_gp"] * gp
+            m["d_gp"] = gp.detach()
+        self.d_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.d_opt.step()
+        m.update(d_loss=loss.detach(), d_adv=d_adv.detach(), d_cls=d_cls.detach())
+        return m
+
+    def g_step(self, x, a, b, c_edit) -> dict:
+        cfg = self.cfg
+        # D is not trained here: freeze it (saves its weight gradients) and call the module
+        # itself, not its DDP wrapper, so DDP's reducer only ever sees D's own step.
+        D = self.D_inner
+        D.requires_grad_(False)
+        cam_on = cfg["lambda_cam_g"] > 0
+        m = {}
+        try:
+            with self.cam.capture(D, cam_on) as hook:
+                with self.autocast():
+                    fake = self.G(x, c_edit)
+                    rec = self.cond.reconstruct(self.G, x, fake, a)
+                    adv_fake, cls_fake = D(fake)
+                    if cam_on and self.cam.use_real:
+                        # D is frozen, so the input must require grad for D's activations to have one.
+                        _, cls_real = D(x.detach().requires_grad_(True))
+                g_adv = losses.g_adversarial(adv_fake)
+                g_cls = losses.classification(cls_fake, b, cfg["cls_reduction"])
+                g_rec = losses.l1(rec, x)
+                loss = g_adv + cfg["lambda_cls_g"] * g_cls + cfg["lambda_rec"] * g_rec
+                if cam_on:
+                    through = cfg["cam_g_through_mask"]
+                    real = (cls_real, 1) if self.cam.use_real else None
+                    feats, grads = self.cam.gradients(hook, a, b, real=real, fake=(cls_fake, 0), create_graph=through)
+                    if not through:  # G takes D's mask as given (DESIGN.md section 6)
+                        feats, grads = [f.detach() for f in feats], [g.detach() for g in grads]
+                    g_cam = self.cam.loss(x, fake.float(), feats, grads)
+                    loss = loss + cfg["lambda_cam_g"] * g_cam
+                    m["g_cam"], m["g_mask"] = g_cam.detach(), self.cam.mask_mean(feats, grads, x.shape[-2:])
+            self.g_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.g_opt.step()
+        finally:
+            D.requires_grad_(True)
+        m.update(g_loss=loss.detach(), g_adv=g_adv.detach(), g_cls=g_cls.detach(), g_rec=g_rec.detach())
+        return m
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self) -> str:
+        """Train to ``cfg["steps"]``; returns "done" or "interrupted" (a checkpoint is saved either way)."""
+        cfg = self.cfg
+        steps = cfg["steps"]
+        progress = Progress(steps, self.step, cfg["progress"] and self.main)
+        if self.main:
+            progress.write(f"training {cfg['backbone']} on {len(self.dataset)} images ({', '.join(self.attrs)}); "
+                           f"run folder {self.run_dir}; device {self.device}"
+                           + (f" x {self.dist.world} processes" if self.dist.enabled else ""))
+        old_handlers = self._install_signal_handlers()
+        status = "done"
+        t0, t_log, s_log = time.time() - self.elapsed, time.time(), self.step
+        batches = self._batches()
+        try:
+            while self.step < steps:
+                x, a = next(batches)
+                b = sample_targets(a)
+                c_edit = self.cond.edit(a, b)
+                f = schedule.lr_factor(cfg, self.step)
+                schedule.set_lr(self.g_opt, cfg["g_lr"] * f)
+                schedule.set_lr(self.d_opt, cfg["d_lr"] * f)
+
+                self.last.update(self.d_step(x, a, b, c_edit))
+                if (self.step + 1) % cfg["n_critic"] == 0:
+                    self.last.update(self.g_step(x, a, b, c_edit))
+                self.step += 1
+                self.elapsed = time.time() - t0
+
+                row = None
+                if self.main and (self.step % max(cfg["log_every"], 1) == 0 or self.step == steps):
+                    now = time.time()
+                    row = {k: float(v) for k, v in self.last.items()}
+                    row.update(step=self.step, time_s=round(self.elapsed, 3), lr_g=cfg["g_lr"] * f, lr_d=cfg["d_lr"] * f,
+                               it_per_s=(self.step - s_log) / max(now - t_log, 1e-9))
+                    t_log, s_log = now, self.step
+                    if cfg["log_every"]:
+                        self.csv.write(row)
+                        self.tb.scalars(row, self.step)
+                    if not all(torch.isfinite(torch.tensor(v)) for k, v in row.items() if isinstance(v, float)):
+                        progress.write(f"warning: non-finite loss at step {self.step}: {row}")
+                progress.update(self.step, row)
+
+                stop = distributed.any_flag(self.dist, self.stop_signal is not None, self.device)
+                if self._due(cfg["sample_every"]) or self.step == steps:
+                    self.write_samples()
+                if stop or self._due(cfg["save_every"]) or self.step == steps:
+                    self.save()
+                if stop:
+                    status = "interrupted"
+                    break
+        finally:
+            self._restore_signal_handlers(old_handlers)
+            progress.close()
+            if self.main:
+                self.tb.close()
+        return status
+
+    def _due(self, every: int) -> bool:
+        return bool(every) and self.step % every == 0
+
+    def _install_signal_handlers(self):
+        """Ctrl-C / SIGTERM finish the current iteration, save, and stop; a second one aborts."""
+        def handler(signum, frame):
+            if self.stop_signal is not None:
+                raise KeyboardInterrupt
+            self.stop_signal = signum
+        old = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                old[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread (e.g. inside a test runner thread)
+                pass
+        return old
+
+    def _restore_signal_handlers(self, old) -> None:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+    # ------------------------------------------------------------------ outputs
+
+    def write_samples(self) -> None:
+        if not self.main:
+            return
+        x, a = (t.to(self.device) for t in self.sample_batch)
+        grid = samples.make_grid(self.G, self.D, self.cond, self.cam, x, a, self.attrs, self.cfg["test_int"])
+        samples.save_png(grid, os.path.join(self.run_dir, "samples", f"step-{self.step:07d}.png"))
+        self.tb.image("samples", grid, self.step)
+
+    def state_dict(self, rng_states: list) -> dict:
+        return {
+            "format": ckpt_mod.FORMAT, "step": self.step, "elapsed": self.elapsed, "config": self.cfg,
+            "attrs": list(self.attrs), "world": self.dist.world,
+            "G": self.G_inner.state_dict(), "D": self.D_inner.state_dict(),
+            "g_opt": self.g_opt.state_dict(), "d_opt": self.d_opt.state_dict(),
+            "rng": rng_states, "data": self.sampler.position(self.step),
+            "last_metrics": {k: float(v) for k, v in self.last.items()},  # G's row continues after resume
+        }
+
+    def save(self) -> None:
+        """Every rank contributes its RNG state; rank 0 writes."""
+        rngs = distributed.gather_objects(self.dist, ckpt_mod.rng_state())
+        distributed.check_in_sync(self.dist, {"G": self.G_inner, "D": self.D_inner}, self.device)
+        if self.main:
+            state = self.state_dict(rngs)
+            ckpt_mod.atomic_save(state, os.path.join(self.run_dir, ckpt_mod.LAST))
+            if self._due(self.cfg["keep_every"]):
+                ckpt_mod.atomic_save(state, os.path.join(self.run_dir, f"checkpoint-{self.step:07d}.pt"))
+        distributed.barrier(self.dist)
+
+    def _load(self, ckpt: dict) -> None:
+        self.G_inner.load_state_dict(ckpt["G"])
+        self.D_inner.load_state_dict(ckpt["D"])
+        self.g_opt.load_state_dict(ckpt["g_opt"])
+        self.d_opt.load_state_dict(ckpt["d_opt"])
+        self.step, self.elapsed = int(ckpt["step"]), float(ckpt.get("elapsed", 0.0))
+        self.last = {k: torch.tensor(v) for k, v in ckpt.get("last_metrics", {}).items()}
+        rngs = ckpt["rng"]
+        if len(rngs) == self.dist.world:
+            ckpt_mod.set_rng_state(rngs[self.dist.rank])
+        elif self.main:
+            notice(f"the checkpoint was written by {len(rngs)} process(es), this run has {self.dist.world}: "
+                   "random streams are re-seeded, so the run will not match an uninterrupted one exactly")
