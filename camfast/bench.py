@@ -1,0 +1,650 @@
+"""camfast-bench: speed and memory of the CAM-consistency loss (``python benchmarks/bench_loss.py``).
+
+Providers, per configuration (batch, image, feature map, CAM sources, dtype):
+  eager    ``camfast.reference.cam_consistency_loss``, the pure-PyTorch formula, as is
+  compile  ``torch.compile`` of the same function (inductor, default mode, static shapes,
+           compiled afresh per configuration; compile time is reported apart)
+  cpu / cuda / triton   ``camfast.cam_consistency_loss(..., backend=name)``, those this device has
+
+Modes:
+  forward   the loss, inputs requiring grad (so autograd records the graph, as in training)
+  backward  ``torch.autograd.grad`` of the loss alone; the forward is re-run on the same input
+            copy just before, outside the timed region (no retained graph)
+  full      forward + backward
+
+Each measurement: warm-up, then many repetitions with the inputs rotated among pre-made copies
+whose total exceeds twice the last-level cache (where memory allows), timed per call with
+``time.perf_counter`` on CPU and CUDA events on GPU; median and p20/p80 are reported.
+Memory: an extra call, untimed: the peak of allocations made during it (CPU: allocation events of
+``torch.profiler``; GPU: ``torch.cuda.max_memory_allocated`` minus the baseline), and ``extra``,
+the same minus the tensors the call returns (the loss, the gradients).
+The bytes floor (DESIGN.md section 3, docs/benchmarks.md) divided by the device bandwidth measured
+in the same run gives the floor time; ``floor %`` = floor time / median time.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+MODES = ("forward", "backward", "full")
+WRT = ("real", "fake", "feats", "grads")
+DEFAULT_WRT = ("fake", "feats", "grads")   # union of D's step (feats, grads) and G's step (fake)
+FULL_GRID = dict(batch=(1, 16, 64), image=((3, 128, 128), (3, 256, 256)),
+                 feat=((256, 16, 16), (512, 8, 8)), sources=(1, 2))
+# --quick: the targets' sizes (DESIGN.md section 3, benchmarks/RESULTS.md).
+QUICK = (
+    (16, (3, 128, 128), (256, 16, 16), 1),
+    (64, (3, 256, 256), (256, 16, 16), 1),
+)
+MiB = 2 ** 20
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- configurations and bytes
+
+@dataclass(frozen=True)
+class Config:
+    batch: int
+    image: tuple      # (K, H, W)
+    feat: tuple       # (C, h, w) of every source
+    sources: int
+    dtype: str
+
+    def label(self) -> str:
+        return (f"B={self.batch} {'x'.join(map(str, self.image))} "
+                f"{'x'.join(map(str, self.feat))} S={self.sources} {self.dtype}")
+
+    def numel(self) -> tuple[int, int]:
+        """(elements of one image tensor, elements of one feats (or grads) tensor of all sources)."""
+        k, h, w = self.image
+        c, fh, fw = self.feat
+        return self.batch * k * h * w, self.sources * self.batch * c * fh * fw
+
+
+def bytes_moved(cfg: Config, mode: str, wrt=DEFAULT_WRT) -> int:
+    """The floor of DESIGN.md section 3, exactly, by dtype size.
+
+    forward:  read real, fake, feats, grads once           2*E*img + 2*E*feat
+    backward: read them once more, write each requested gradient once
+              2*E*img + 2*E*feat + E*img*#{real, fake requested} + E*feat*#{feats, grads requested}
+    full:     forward + backward
+    (E = element size; img = B*K*H*W; feat = S*B*C*h*w. The scalar loss and the [B, h, w] mask are
+    not counted.)
+    """
+    e = torch.empty((), dtype=DTYPES[cfg.dtype]).element_size()
+    img, feat = cfg.numel()
+    read = 2 * e * img + 2 * e * feat
+    write = e * img * sum(n in wrt for n in ("real", "fake")) + e * feat * sum(n in wrt for n in ("feats", "grads"))
+    return {"forward": read, "backward": read + write, "full": 2 * read + write}[mode]
+
+
+def last_level_cache(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 50 * MiB))
+    best = 0
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for idx in os.listdir(base):
+            with open(os.path.join(base, idx, "size")) as f:
+                s = f.read().strip()
+            mult = {"K": 1024, "M": MiB, "G": 1024 * MiB}.get(s[-1], 1)
+            best = max(best, int(s.rstrip("KMG")) * mult)
+    except (OSError, ValueError):
+        pass
+    return best or 32 * MiB
+
+
+def make_inputs(cfg: Config, device: torch.device, wrt, copies: int, seed: int = 0) -> list[dict]:
+    """``copies`` independent input sets: real/fake images, activations and their gradients."""
+    g = torch.Generator(device=device).manual_seed(seed)   # made on the device: fast on a GPU
+    dt = DTYPES[cfg.dtype]
+    b, (k, h, w), (c, fh, fw) = cfg.batch, cfg.image, cfg.feat
+    kw = dict(generator=g, device=device)
+    out = []
+    for _ in range(copies):
+        real = torch.rand(b, k, h, w, **kw) * 2 - 1
+        fake = (real + 0.3 * torch.randn(b, k, h, w, **kw)).clamp(-1, 1)
+        feats = [torch.randn(b, c, fh, fw, **kw).relu() for _ in range(cfg.sources)]
+        grads = [torch.randn(b, c, fh, fw, **kw) * 1e-2 for _ in range(cfg.sources)]
+
+        def prep(t, name):
+            return t.to(dtype=dt).requires_grad_(name in wrt)
+
+        out.append(dict(real=prep(real, "real"), fake=prep(fake, "fake"),
+                        feats=[prep(t, "feats") for t in feats], grads=[prep(t, "grads") for t in grads]))
+    return out
+
+
+def grad_targets(x: dict, wrt) -> list:
+    ts = []
+    for name in WRT:
+        if name in wrt:
+            v = x[name]
+            ts += v if isinstance(v, list) else [v]
+    return ts
+
+
+# ---------------------------------------------------------------- timing, memory, bandwidth
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_calls(setup, timed, device: torch.device, reps: int | None, budget_s: float,
+               warmup_s: float = 0.2) -> list[float]:
+    """Per-call times in ms of ``timed(setup(i))``; ``setup`` runs outside the timed region.
+
+    Warm-up: at least 3 calls and ``warmup_s``. ``reps=None``: as many as fit in ``budget_s``,
+    between 10 and 200.
+    """
+    n, t0 = 0, time.perf_counter()
+    while n < 3 or time.perf_counter() - t0 < warmup_s:
+        st = setup(n)
+        r = timed(st)
+        del r, st
+        sync(device)
+        n += 1
+    if reps is None:
+        per_call = (time.perf_counter() - t0) / n   # includes setup: errs on fewer reps
+        reps = max(10, min(200, int(budget_s / per_call)))
+    times = []
+    if device.type == "cuda":
+        events = []
+        for i in range(reps):
+            st = setup(i)
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            r = timed(st)
+            b.record()
+            events.append((a, b))
+            del r, st
+        torch.cuda.synchronize(device)
+        times = [a.elapsed_time(b) for a, b in events]
+    else:
+        for i in range(reps):
+            st = setup(i)
+            t = time.perf_counter()
+            r = timed(st)
+            times.append((time.perf_counter() - t) * 1e3)
+            del r, st
+    return times
+
+
+def quantile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    pos = q * (len(xs) - 1)
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def _returned_bytes(r) -> int:
+    """Bytes of the distinct storages behind the returned tensors (an expanded view counts once)."""
+    seen = {}
+    todo = [r]
+    while todo:
+        x = todo.pop()
+        if isinstance(x, torch.Tensor):
+            st = x.untyped_storage()
+            seen[st.data_ptr()] = st.nbytes()
+        elif isinstance(x, (list, tuple)):
+            todo.extend(x)
+    return sum(seen.values())
+
+
+def _cpu_allocations(prof) -> list:
+    from torch._C._profiler import _EventType
+
+    out, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        node = stack.pop()
+        if node.tag == _EventType.Allocation:
+            out.append(node)
+        stack.extend(node.children)
+    return sorted(out, key=lambda n: n.start_time_ns)
+
+
+def peak_memory(setup, timed, device: torch.device) -> tuple[float, float]:
+    """(peak bytes allocated during ``timed(setup(0))``, the same minus the returned tensors).
+
+    NaN where it cannot be measured (a profiler without allocation events).
+    """
+    st = setup(0)
+    sync(device)
+    if device.type == "cuda":
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        r = timed(st)
+        sync(device)
+        peak = torch.cuda.max_memory_allocated(device) - base
+    else:
+        from torch.profiler import ProfilerActivity, profile
+
+        try:
+            with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+                r = timed(st)
+            cur = peak = 0
+            for node in _cpu_allocations(prof):
+                if node.extra_fields.device.type == "cpu":
+                    cur += node.extra_fields.alloc_size
+                    peak = max(peak, cur)
+        except Exception as e:  # a private profiler API: degrade, do not fail the benchmark
+            log(f"  memory not measured: {type(e).__name__}: {e}")
+            return float("nan"), float("nan")
+    peak = max(peak, 0)
+    return float(peak), float(max(peak - _returned_bytes(r), 0))
+
+
+def measure_bandwidth(device: torch.device, size_bytes: int | None = None) -> dict:
+    """GB/s of a large copy (read + write counted) and of a sum (read), on this device, now."""
+    if size_bytes is None:
+        size_bytes = 1024 * MiB if device.type == "cuda" else 256 * MiB
+    n = size_bytes // 4
+    src = torch.rand(n, device=device)
+    dst = torch.empty_like(src)
+    # best of 20, as STREAM reports: the bandwidth the device can give, not the average under load
+    copy_ms = min(time_calls(lambda i: None, lambda _: dst.copy_(src), device, reps=20, budget_s=0))
+    sum_ms = min(time_calls(lambda i: None, lambda _: src.sum(), device, reps=20, budget_s=0))
+    copy = 2 * size_bytes / copy_ms / 1e6
+    read = size_bytes / sum_ms / 1e6
+    return {"copy_gbs": copy, "read_gbs": read, "gbs": max(copy, read)}
+
+
+# ---------------------------------------------------------------- providers
+
+def available_providers(device: torch.device) -> list[str]:
+    import camfast
+
+    names = ["eager", "compile"]
+    avail = camfast.backends()
+    wanted = ("cpu",) if device.type == "cpu" else ("cuda", "triton")
+    names += [b for b in wanted if avail[b]["available"]]
+    return names
+
+
+def make_provider(name: str):
+    """A function (real, fake, feats, grads) -> loss, and a flag: whether it compiles lazily."""
+    import camfast
+    from camfast import reference
+
+    if name == "eager":
+        return reference.cam_consistency_loss
+    if name == "compile":
+        torch._dynamo.reset()   # a fresh compile per configuration; no recompile limit reached
+        return torch.compile(reference.cam_consistency_loss, dynamic=False)
+
+    def fused(real, fake, feats, grads):
+        return camfast.cam_consistency_loss(real, fake, feats, grads, backend=name)
+
+    return fused
+
+
+def _call(fn, x):
+    return fn(x["real"], x["fake"], x["feats"], x["grads"])
+
+
+def mode_fns(fn, inputs: list[dict], mode: str, wrt):
+    """(setup, timed) for one mode; setup(i) picks input copy i (and runs the forward for backward)."""
+    n = len(inputs)
+    if mode == "forward":
+        return (lambda i: inputs[i % n]), (lambda x: _call(fn, x))
+    if mode == "full":
+        def full(x):
+            loss = _call(fn, x)
+            return torch.autograd.grad(loss, grad_targets(x, wrt))
+        return (lambda i: inputs[i % n]), full
+
+    def setup(i):
+        x = inputs[i % n]
+        return _call(fn, x), grad_targets(x, wrt)
+
+    return setup, (lambda st: torch.autograd.grad(st[0], st[1]))
+
+
+# ---------------------------------------------------------------- the run
+
+def configs_from(args, device) -> list[Config]:
+    dtypes = args.dtype or (["fp32", "bf16"] if device.type == "cuda" and not args.quick else ["fp32"])
+    if args.quick:
+        grid = QUICK
+    else:
+        grid = [(b, im, ft, s) for b in args.batch or FULL_GRID["batch"]
+                for im in args.image or FULL_GRID["image"]
+                for ft in args.feat or FULL_GRID["feat"]
+                for s in args.sources or FULL_GRID["sources"]]
+    return [Config(b, im, ft, s, dt) for dt in dtypes for (b, im, ft, s) in grid]
+
+
+def n_copies(cfg: Config, device: torch.device, llc: int) -> int:
+    """Input sets to rotate: together at least twice the last-level cache, >= 3, <= 64, in budget."""
+    img, feat = cfg.numel()
+    e = torch.empty((), dtype=DTYPES[cfg.dtype]).element_size()
+    per_set = e * (2 * img + 2 * feat)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        budget = free // 4
+    else:
+        budget = 2048 * MiB
+    want = max(3, math.ceil(2 * llc / per_set))
+    return int(max(1, min(want, 64, budget // per_set)))
+
+
+def run(args) -> list[dict]:
+    device = torch.device(args.device)
+    wrt = tuple(args.wrt)
+    provs = available_providers(device)
+    if args.provider:
+        missing = [p for p in args.provider if p not in provs]
+        if missing:
+            raise SystemExit(f"camfast-bench: provider(s) {missing} not available on {device}; available: {provs}")
+        provs = [p for p in provs if p in args.provider]
+    modes = args.mode or list(MODES)
+    llc = last_level_cache(device)
+    bw = measure_bandwidth(device)
+    log(f"bandwidth on {device}: copy {bw['copy_gbs']:.1f} GB/s, read {bw['read_gbs']:.1f} GB/s "
+        f"(floor uses {bw['gbs']:.1f}); last-level cache {llc / MiB:.0f} MiB")
+    configs = configs_from(args, device)
+    rows = []
+    for ci, cfg in enumerate(configs, 1):
+        copies = n_copies(cfg, device, llc)
+        inputs = make_inputs(cfg, device, wrt, copies, seed=ci)
+        log(f"[{ci}/{len(configs)}] {cfg.label()}: {copies} input copies")
+        ref_loss, ref_name = None, None
+        for prov in provs:
+            fn = make_provider(prov)
+            compile_s = float("nan")
+            t = time.perf_counter()
+            try:
+                loss = _call(fn, inputs[0])           # first call: compiles, if it does
+                torch.autograd.grad(loss, grad_targets(inputs[0], wrt))
+                sync(device)
+            except Exception as e:  # e.g. no C++ compiler for inductor: report, go on
+                log(f"  {prov} failed, skipped: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                continue
+            if prov == "compile":
+                compile_s = time.perf_counter() - t
+                log(f"  compile: {compile_s:.1f} s (first forward + backward)")
+            val = float(loss.detach().float())
+            if ref_loss is None:          # eager, unless --provider left it out
+                ref_loss, ref_name = val, prov
+            tol = 1e-3 if cfg.dtype == "fp32" else 3e-2
+            if abs(val - ref_loss) > tol * max(abs(ref_loss), 1e-6):
+                log(f"  WARNING: {prov} loss {val:.6g} differs from {ref_name}'s {ref_loss:.6g}")
+            del loss
+            for mode in modes:
+                setup, timed = mode_fns(fn, inputs, mode, wrt)
+                times = time_calls(setup, timed, device, args.reps, args.budget)
+                peak, extra = peak_memory(setup, timed, device)
+                med = statistics.median(times)
+                nbytes = bytes_moved(cfg, mode, wrt)
+                floor_ms = nbytes / (bw["gbs"] * 1e9) * 1e3
+                rows.append(dict(
+                    config=cfg.label(), batch=cfg.batch, image="x".join(map(str, cfg.image)),
+                    feat="x".join(map(str, cfg.feat)), sources=cfg.sources, dtype=cfg.dtype,
+                    mode=mode, provider=prov, reps=len(times), median_ms=med,
+                    p20_ms=quantile(times, 0.2), p80_ms=quantile(times, 0.8),
+                    peak_mib=peak / MiB, extra_mib=extra / MiB, bytes=nbytes,
+                    floor_ms=floor_ms, floor_frac=floor_ms / med, compile_s=compile_s,
+                    bandwidth_gbs=bw["gbs"], device=device_name(device),
+                    threads=torch.get_num_threads(),
+                ))
+                log(f"  {mode:8s} {prov:7s} {med:9.3f} ms  (p20 {rows[-1]['p20_ms']:.3f}, "
+                    f"p80 {rows[-1]['p80_ms']:.3f}, {len(times)} reps)  extra {extra / MiB:.1f} MiB")
+            del fn
+        del inputs
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    _speedups(rows)
+    order = {m: i for i, m in enumerate(MODES)}
+    labels = {c.label(): i for i, c in enumerate(configs)}
+    rows.sort(key=lambda r: (labels[r["config"]], order[r["mode"]], provs.index(r["provider"])))
+    return rows
+
+
+def _speedups(rows: list[dict]) -> None:
+    base = {(r["config"], r["mode"], r["provider"]): r["median_ms"] for r in rows}
+    for r in rows:
+        for ref in ("eager", "compile"):
+            t = base.get((r["config"], r["mode"], ref))
+            r[f"x_{ref}"] = t / r["median_ms"] if t else float("nan")
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores"
+
+
+# ---------------------------------------------------------------- output
+
+COLUMNS = [("config", "config"), ("mode", "mode"), ("provider", "provider"),
+           ("median_ms", "median ms"), ("p20_ms", "p20"), ("p80_ms", "p80"),
+           ("peak_mib", "peak MiB"), ("extra_mib", "extra MiB"), ("bytes", "MB moved"),
+           ("floor_ms", "floor ms"), ("floor_frac", "floor %"), ("x_eager", "x eager"),
+           ("x_compile", "x compile")]
+
+
+def _fmt(key: str, v) -> str:
+    if isinstance(v, float) and math.isnan(v):
+        return "-"
+    if key == "bytes":
+        return f"{v / 1e6:.1f}"
+    if key == "floor_frac":
+        return f"{100 * v:.0f}%"
+    if key in ("x_eager", "x_compile"):
+        return f"{v:.2f}x"
+    if key.endswith("_ms"):
+        return f"{v:.3f}" if v < 10 else f"{v:.1f}"
+    if key.endswith("_mib"):
+        return f"{v:.1f}"
+    return str(v)
+
+
+def markdown(rows: list[dict], columns=COLUMNS) -> str:
+    lines = ["| " + " | ".join(h for _, h in columns) + " |",
+             "|" + "|".join("---" if i < 3 else "---:" for i in range(len(columns))) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(k, r[k]) for k, _ in columns) + " |")
+    return "\n".join(lines)
+
+
+def summary(rows: list[dict]) -> str:
+    """One line per configuration and mode: every provider's median, and the camfast backends'
+    speed-ups, fraction of the floor, and extra memory relative to eager's."""
+    provs = list(dict.fromkeys(r["provider"] for r in rows))
+    fused = [p for p in provs if p not in ("eager", "compile")]
+    cols = [f"{p} ms" for p in provs]
+    for p in fused:
+        cols += [f"{p} x eager", f"{p} x compile", f"{p} floor %", f"{p} mem / eager"]
+    lines = ["| config | mode | " + " | ".join(cols) + " |", "|---|---|" + "---:|" * len(cols)]
+    by = {}
+    for r in rows:
+        by.setdefault((r["config"], r["mode"]), {})[r["provider"]] = r
+    for (cfg, mode), d in by.items():
+        cells = [_fmt("median_ms", d[p]["median_ms"]) if p in d else "-" for p in provs]
+        for p in fused:
+            r, e = d.get(p), d.get("eager")
+            if r is None:
+                cells += ["-"] * 4
+                continue
+            # only where eager needs a measurable amount (a ratio of a few KiB means nothing)
+            mem = r["extra_mib"] / e["extra_mib"] if e and e["extra_mib"] >= 0.5 else float("nan")
+            cells += [_fmt("x_eager", r["x_eager"]), _fmt("x_compile", r["x_compile"]),
+                      _fmt("floor_frac", r["floor_frac"]), "-" if mem != mem else f"{mem:.2f}"]
+        lines.append(f"| {cfg} | {mode} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[dict], path: str) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def plot(rows: list[dict], path: str) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib is not installed: no plot (pip install matplotlib)")
+        return False
+    modes = [m for m in MODES if any(r["mode"] == m for r in rows)]
+    configs = list(dict.fromkeys(r["config"] for r in rows))
+    provs = list(dict.fromkeys(r["provider"] for r in rows))
+    fig, axes = plt.subplots(len(modes), 1, figsize=(max(6, 0.5 * len(configs) + 3), 3.2 * len(modes)),
+                             squeeze=False, sharex=True)
+    for ax, mode in zip(axes[:, 0], modes):
+        for p in provs:
+            pts = {r["config"]: r for r in rows if r["mode"] == mode and r["provider"] == p}
+            xs = [i for i, c in enumerate(configs) if c in pts]
+            ax.errorbar(xs, [pts[configs[i]]["median_ms"] for i in xs],
+                        yerr=[[pts[configs[i]]["median_ms"] - pts[configs[i]]["p20_ms"] for i in xs],
+                              [pts[configs[i]]["p80_ms"] - pts[configs[i]]["median_ms"] for i in xs]],
+                        marker="o", ls="none", capsize=2, label=p)
+        floor = {r["config"]: r["floor_ms"] for r in rows if r["mode"] == mode}
+        ax.plot(range(len(configs)), [floor.get(c, float("nan")) for c in configs], "k_", ms=14, label="bytes floor")
+        ax.set_yscale("log")
+        ax.set_ylabel("ms (median, p20-p80)")
+        ax.set_title(mode)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    axes[-1, 0].set_xticks(range(len(configs)))
+    axes[-1, 0].set_xticklabels(configs, rotation=60, ha="right", fontsize=7)
+    fig.suptitle(f"cam_consistency_loss on {rows[0]['device']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def header(args, device: torch.device, rows: list[dict]) -> str:
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    bw = rows[0]["bandwidth_gbs"] if rows else float("nan")
+    return (f"camfast-bench {datetime.datetime.now().isoformat(timespec='minutes')} | {device_name(device)} | "
+            f"torch {torch.__version__} | threads {torch.get_num_threads()} | load avg {load} | "
+            f"bandwidth {bw:.1f} GB/s | grads w.r.t. {','.join(args.wrt)}\n"
+            f"command: camfast-bench {' '.join(args.argv)}")
+
+
+# ---------------------------------------------------------------- command line
+
+def _shape(n: int):
+    def parse(s: str) -> tuple:
+        parts = s.lower().split("x")
+        try:
+            vals = tuple(int(p) for p in parts)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an int or CxHxW, got {s!r}")
+        if len(vals) == 1 and n == 3:      # "128" -> 3x128x128
+            vals = (3, vals[0], vals[0])
+        if len(vals) != n or min(vals) < 1:
+            raise argparse.ArgumentTypeError(f"expected {'x'.join('N' * n)} of positive ints, got {s!r}")
+        return vals
+    return parse
+
+
+def _positive(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {s!r}")
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {s!r}")
+    return v
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="camfast-bench",
+        description="Time and memory of the CAM-consistency loss: eager PyTorch, torch.compile and "
+                    "the camfast backends, forward / backward / full, against the bytes floor.",
+        epilog="Defaults: the full grid (B 1 16 64, images 128 256, feats 256x16x16 512x8x8, S 1 2; "
+               "fp32, and bf16 on GPU). Table on stdout, progress on stderr, CSV and PNG in --out.")
+    p.add_argument("--batch", type=_positive, nargs="+", help="batch sizes")
+    p.add_argument("--image", type=_shape(3), nargs="+", help="image shapes, KxHxW or H (=3xHxH)")
+    p.add_argument("--feat", type=_shape(3), nargs="+", help="feature map shapes CxHxW of each CAM source")
+    p.add_argument("--sources", type=_positive, nargs="+", help="numbers of CAM sources S")
+    p.add_argument("--dtype", choices=list(DTYPES), nargs="+", help="fp32 (default), bf16 (default too on GPU), fp16")
+    p.add_argument("--mode", choices=MODES, nargs="+", help="default: all three")
+    p.add_argument("--provider", nargs="+", help="eager, compile, cpu, cuda, triton (default: all this device has)")
+    p.add_argument("--wrt", choices=WRT, nargs="+", default=list(DEFAULT_WRT),
+                   help="inputs the gradient is taken with respect to (default: fake feats grads)")
+    p.add_argument("--quick", action="store_true",
+                   help="only B=16 3x128x128 and B=64 3x256x256, feats 256x16x16, S=1, fp32 (unless --dtype)")
+    p.add_argument("--reps", type=_positive, help="timed calls per measurement (default: as many as fit in --budget, 10..200)")
+    p.add_argument("--budget", type=float, help="seconds per measurement when --reps is not given (default 1; 0.3 with --quick)")
+    p.add_argument("--threads", type=_positive, help="CPU threads (default 2 on CPU, unchanged on GPU)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda (default: cuda if visible)")
+    p.add_argument("--out", default="bench-out", help="folder for bench_loss.csv and bench_loss.png (default ./bench-out); '' for none")
+    return p
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(argv)
+    args.argv = argv
+    if args.budget is None:
+        args.budget = 0.3 if args.quick else 1.0
+    if not args.budget > 0:
+        raise SystemExit(f"camfast-bench: --budget: expected seconds > 0, got {args.budget}")
+    if args.quick and (args.batch or args.image or args.feat or args.sources):
+        raise SystemExit("camfast-bench: --quick fixes the sizes; drop --batch/--image/--feat/--sources or --quick")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as e:
+        raise SystemExit(f"camfast-bench: --device: {e}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("camfast-bench: --device cuda: no CUDA device is visible")
+    if device.type not in ("cpu", "cuda"):
+        raise SystemExit(f"camfast-bench: --device: expected cpu or cuda, got {args.device!r}")
+    if args.threads or device.type == "cpu":
+        torch.set_num_threads(args.threads or 2)
+    rows = run(args)
+    print(header(args, device, rows))
+    print()
+    if not rows:
+        raise SystemExit("camfast-bench: nothing was measured")
+    print(markdown(rows))
+    print("\nSummary (medians; mem / eager = extra MiB relative to eager's):\n")
+    print(summary(rows))
+    comp = [r for r in rows if r["provider"] == "compile" and r["mode"] == (args.mode or MODES)[0]]
+    if comp:
+        print("\ntorch.compile time (first forward + backward, excluded above):")
+        print("\n".join(f"- {r['config']}: {r['compile_s']:.1f} s" for r in comp))
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        write_csv(rows, os.path.join(args.out, "bench_loss.csv"))
+        png = os.path.join(args.out, "bench_loss.png")
+        log(f"wrote {os.path.join(args.out, 'bench_loss.csv')}" + (f" and {png}" if plot(rows, png) else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
