@@ -40,6 +40,34 @@ ImgShape check_inputs(const at::Tensor& real, const at::Tensor& fake, const at::
   return {real.size(0), real.size(1), real.size(2), real.size(3), mask.size(1), mask.size(2)};
 }
 
+// One image row of the backward: the requested image gradients and, for the mask
+// gradient, the running sum of |fake - real| over channels. Branch-free so it vectorises.
+template <bool kFake, bool kReal, bool kMask, typename scalar_t, typename acc_t>
+void grad_row_impl(const scalar_t* __restrict r, const scalar_t* __restrict f, const acc_t* __restrict keep,
+                   scalar_t* __restrict df, scalar_t* __restrict dr, acc_t* __restrict absdiff, int64_t W) {
+  for (int64_t x = 0; x < W; ++x) {
+    const acc_t d = static_cast<acc_t>(f[x]) - static_cast<acc_t>(r[x]);
+    // sign(d) as a difference of comparisons (sign(0) = 0): no branch on random data.
+    const acc_t v = keep[x] * (static_cast<acc_t>(d > acc_t(0)) - static_cast<acc_t>(d < acc_t(0)));
+    if constexpr (kFake) df[x] = static_cast<scalar_t>(v);
+    if constexpr (kReal) dr[x] = static_cast<scalar_t>(-v);
+    if constexpr (kMask) absdiff[x] += std::abs(d);
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+using GradRow = void (*)(const scalar_t*, const scalar_t*, const acc_t*, scalar_t*, scalar_t*, acc_t*, int64_t);
+
+template <typename scalar_t, typename acc_t>
+GradRow<scalar_t, acc_t> pick_grad_row(bool fake, bool real, bool mask) {
+  const GradRow<scalar_t, acc_t> table[8] = {
+      grad_row_impl<false, false, false, scalar_t, acc_t>, grad_row_impl<false, false, true, scalar_t, acc_t>,
+      grad_row_impl<false, true, false, scalar_t, acc_t>,  grad_row_impl<false, true, true, scalar_t, acc_t>,
+      grad_row_impl<true, false, false, scalar_t, acc_t>,  grad_row_impl<true, false, true, scalar_t, acc_t>,
+      grad_row_impl<true, true, false, scalar_t, acc_t>,   grad_row_impl<true, true, true, scalar_t, acc_t>};
+  return table[(fake ? 4 : 0) + (real ? 2 : 0) + (mask ? 1 : 0)];
+}
+
 at::Tensor masked_l1_cpu(const at::Tensor& real_in, const at::Tensor& fake_in, const at::Tensor& mask_in,
                          c10::string_view reduction) {
   const ImgShape s = check_inputs(real_in, fake_in, mask_in);
@@ -59,10 +87,10 @@ at::Tensor masked_l1_cpu(const at::Tensor& real_in, const at::Tensor& fake_in, c
     acc_t* rows_ptr = rows.mutable_data_ptr<acc_t>();
     const int64_t HW = s.H * s.W;
     at::parallel_for(0, s.B * s.H, 1, [&](int64_t i0, int64_t i1) {
-      std::vector<acc_t> keep(s.W), diff(s.W);
+      std::vector<acc_t> keep(s.W), diff(s.W), vrow(s.w);
       for (int64_t i = i0; i < i1; ++i) {
         const int64_t b = i / s.H, y = i % s.H;
-        mask_row(u + b * s.h * s.w, s.w, ty, y, tx, keep.data(), s.W);
+        mask_row(u + b * s.h * s.w, s.w, ty, y, tx, keep.data(), s.W, vrow.data());
         std::fill(diff.begin(), diff.end(), acc_t(0));
         for (int64_t k = 0; k < s.K; ++k) {
           const int64_t off = (b * s.K + k) * HW + y * s.W;
@@ -120,38 +148,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_l1_backward_cpu(
     acc_t* qp = need_mask ? q.mutable_data_ptr<acc_t>() : nullptr;
     const int64_t HW = s.H * s.W;
     const acc_t per_sample = static_cast<acc_t>(s.K * HW);
-    const bool need_img = need_real || need_fake;
+    // The flags are fixed per call: pick the loop specialised for them once.
+    const auto grad_row = pick_grad_row<scalar_t, acc_t>(need_fake, need_real, need_mask);
 
     at::parallel_for(0, s.B * s.H, 1, [&](int64_t i0, int64_t i1) {
-      std::vector<acc_t> keep(s.W), absdiff(s.W);
+      std::vector<acc_t> keep(s.W), absdiff(s.W), vrow(s.w);
       for (int64_t i = i0; i < i1; ++i) {
         const int64_t b = i / s.H, y = i % s.H;
         const acc_t ge = red == Reduction::Mean  ? gp[0] / (per_sample * static_cast<acc_t>(s.B))
                          : red == Reduction::Sum ? gp[0]
                                                  : gp[b] / per_sample;
-        mask_row(u + b * s.h * s.w, s.w, ty, y, tx, keep.data(), s.W);
+        mask_row(u + b * s.h * s.w, s.w, ty, y, tx, keep.data(), s.W, vrow.data());
         for (int64_t x = 0; x < s.W; ++x) keep[x] = (acc_t(1) - keep[x]) * ge;
         std::fill(absdiff.begin(), absdiff.end(), acc_t(0));
         for (int64_t k = 0; k < s.K; ++k) {
           const int64_t off = (b * s.K + k) * HW + y * s.W;
-          for (int64_t x = 0; x < s.W; ++x) {
-            const acc_t d = static_cast<acc_t>(f[off + x]) - static_cast<acc_t>(r[off + x]);
-            if (need_img) {
-              const acc_t sg = static_cast<acc_t>((d > acc_t(0)) - (d < acc_t(0)));
-              const acc_t v = sg * keep[x];
-              if (need_fake) df[off + x] = static_cast<scalar_t>(v);
-              if (need_real) dr[off + x] = static_cast<scalar_t>(-v);
-            }
-            absdiff[x] += std::abs(d);
-          }
+          grad_row(r + off, f + off, keep.data(), df ? df + off : nullptr, dr ? dr + off : nullptr,
+                   absdiff.data(), s.W);
         }
         if (need_mask) {
           acc_t* qrow = qp + i * s.w;
-          for (int64_t x = 0; x < s.W; ++x) {
-            const acc_t dm = -ge * absdiff[x];
-            qrow[tx.i0[x]] += tx.l0[x] * dm;
-            qrow[tx.i1[x]] += tx.l1[x] * dm;
-          }
+          for (int64_t x = 0; x < s.W; ++x) absdiff[x] *= -ge;  // now dM of this row
+          fold_taps(absdiff.data(), tx.i0.data(), tx.l0.data(), s.W, qrow);
+          fold_taps(absdiff.data(), tx.i1.data(), tx.l1.data(), s.W, qrow);
         }
       }
     });
