@@ -75,17 +75,19 @@ def make_extension():
         ("CAMFAST_SOURCE_HASH", f'"{_load("_srchash.py")["source_hash"](ROOT, with_cuda)}"'),
         ("CAMFAST_CUDA_ARCHS", f'"{archs.replace(";", ",")}"'),  # a ";" would end the shell command
     ]
-    cxx = ["-O3", "-fno-math-errno"]  # torch adds the C++ standard it needs (C++20 for 2.14)
+    # -fopenmp: at::parallel_for expands to "#pragma omp parallel" in our own translation
+    # units; without the flag it silently runs on one thread.
+    cxx = ["-O3", "-fno-math-errno", "-fopenmp"]  # torch adds the C++ standard it needs (C++20 for 2.14)
     sources = [os.path.relpath(p, ROOT) for p in extension_sources(with_cuda)]
     include = [os.path.join(ROOT, "csrc")]
     if with_cuda:
         define.append(("WITH_CUDA", None))
         nvcc = ["-O3", "-lineinfo", "--expt-relaxed-constexpr"]
         ext = CUDAExtension("camfast._C", sources, include_dirs=include, define_macros=define,
-                            extra_compile_args={"cxx": cxx, "nvcc": nvcc})
+                            extra_compile_args={"cxx": cxx, "nvcc": nvcc}, extra_link_args=["-fopenmp"])
     else:
         ext = CppExtension("camfast._C", sources, include_dirs=include, define_macros=define,
-                           extra_compile_args={"cxx": cxx})
+                           extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
     print(f"camfast: building camfast._C ({'CPU + CUDA ' + archs if with_cuda else 'CPU only'})"
           + (f", CUDA_HOME={cuda_home}" if cuda_home else ""))
     return ext, BuildExtension.with_options(use_ninja=shutil.which("ninja") is not None)
