@@ -16,9 +16,9 @@ import sys
 import time
 from typing import Optional
 
+from .cli import EXIT_ERROR, EXIT_USAGE, OneLineParser as _Parser
 from .training import config as config_mod
 
-EXIT_USAGE, EXIT_ERROR = 2, 1
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 # direct flag -> config key
@@ -27,12 +27,6 @@ FLAGS = {
     "data": "data", "data_cache": "data_cache", "out": "out", "seed": "seed", "device": "device", "amp": "amp",
     "lambda_cam_g": "lambda_cam_g", "lambda_cam_d": "lambda_cam_d",
 }
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not usage + message
-        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
 
 
 def build_parser() -> argparse.ArgumentParser:

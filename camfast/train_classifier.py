@@ -12,13 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-EXIT_USAGE, EXIT_ERROR = 2, 1
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not usage + message
-        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+from .cli import EXIT_ERROR, EXIT_USAGE, OneLineParser as _Parser
 
 
 def build_parser() -> argparse.ArgumentParser:
