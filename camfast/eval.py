@@ -33,8 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="evaluate only the first N images of the split")
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--cam-threshold", type=float, default=0.5, help="threshold of D's mask for the IoU (default 0.5)")
-    p.add_argument("--g-mode", default="train", choices=["train", "eval"],
-                   help="G's normalisation: batch statistics (train, default, as the sample grids) or running (eval)")
+    p.add_argument("--g-mode", choices=["train", "eval"],
+                   help="G's normalisation: running statistics (eval; default for AttGAN and STGAN, as their test "
+                        "code) or the batch's own (train; default for StarGAN, as its test code). Default: the run's "
+                        "test_g_mode")
+    p.add_argument("--weights", default="auto", choices=["auto", "ema", "raw"],
+                   help="G's weights: the moving average (ema) when the run kept one (auto, default) or as trained (raw)")
     p.add_argument("--inception-weights", metavar="PATH",
                    help="torchvision inception_v3 state dict for Inception FID (nothing is downloaded)")
     p.add_argument("--n-samples", type=int, default=4, help="faces on samples.png (0: no sheet)")
@@ -112,6 +116,7 @@ def main(argv=None) -> int:
                 print(f"camfast-eval: notice: inception_fid will be null: {why}", file=sys.stderr)
         report, sheet = ev.evaluate(args.run, clf, data=args.data, split=args.split, limit=args.limit,
                                     batch_size=args.batch_size, cam_threshold=args.cam_threshold, g_mode=args.g_mode,
+                                    weights=args.weights,
                                     inception=inception, inception_reason=why, n_sample_faces=max(args.n_samples, 1),
                                     progress=_progress(not args.no_progress))
         out = args.out or (args.run if os.path.isdir(args.run) else os.path.dirname(os.path.abspath(args.run)))

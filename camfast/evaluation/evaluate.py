@@ -39,6 +39,7 @@ from ..training.cam import CamConsistency
 from ..training.conditions import Conditions, flip
 from ..training.samples import cam_mask
 from . import metrics as M
+from .translate import DEFAULT_G_MODE, GMode, translate_all
 
 PER_PAIR = ("edit_accuracy", "outside_l1", "outside_psnr", "inside_l1", "cam_iou", "cam_pointing")
 PER_IMAGE = ("recon_psnr", "recon_ssim")
@@ -47,8 +48,15 @@ FIELDS = PER_PAIR + PER_IMAGE + ("classifier_fid", "inception_fid")
 
 # ---------------------------------------------------------------- loading
 
-def load_run(run: str) -> tuple[dict, torch.nn.Module, torch.nn.Module, int]:
-    """``(config, G, D, step)`` of a run folder (or checkpoint file); ValueError in one line."""
+def load_run(run: str, weights: str = "auto") -> tuple[dict, torch.nn.Module, torch.nn.Module, int]:
+    """``(config, G, D, step)`` of a run folder (or checkpoint file); ValueError in one line.
+
+    ``weights``: ``ema`` (G's weight average, if the run kept one), ``raw`` (G as trained)
+    or ``auto`` (the average when there is one, as the run's sample grids). The choice made
+    is written to ``cfg["_g_weights"]``.
+    """
+    if weights not in ("auto", "ema", "raw"):
+        raise ValueError(f"--weights: expected auto, ema or raw, got {weights!r}")
     if not os.path.exists(run):
         raise ValueError(f"--run: no such folder: {run}")
     if os.path.isdir(run) and not os.path.isfile(os.path.join(run, ckpt_mod.LAST)):
@@ -61,8 +69,13 @@ def load_run(run: str) -> tuple[dict, torch.nn.Module, torch.nn.Module, int]:
     cfg = ck["config"]
     try:
         G, D = models.build(cfg["backbone"], image_size=cfg["image_size"], attrs=cfg["attrs"], **cfg["model"])
-        G.load_state_dict(ck["G"])
+        ema = ck.get("G_ema")
+        if weights == "ema" and ema is None:
+            raise ValueError(f"--weights ema: {path} has no weight average of G (trained with g_ema: 0)")
+        use_ema = ema is not None and weights != "raw"
+        G.load_state_dict(ema["model"] if use_ema else ck["G"])
         D.load_state_dict(ck["D"])
+        cfg["_g_weights"] = "ema" if use_ema else "raw"
     except (KeyError, RuntimeError, ValueError) as e:  # a checkpoint of another version / edited by hand
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"--run: {path}: cannot rebuild G and D from the checkpoint: {first}") from None
@@ -100,31 +113,14 @@ def region_masks(root: str, files: list, attrs: list, size: int) -> torch.Tensor
 
 # ---------------------------------------------------------------- the loop
 
-class _G:
-    """G in the chosen mode; "train" (batch statistics, as the sample grids) restores G's
-    running statistics afterwards so the loaded model is left as it was."""
-
-    def __init__(self, G, mode: str):
-        self.G, self.mode = G, mode
-
-    def __enter__(self):
-        self.buffers = {k: v.clone() for k, v in self.G.named_buffers()}
-        self.G.train(self.mode == "train")
-        return self.G
-
-    def __exit__(self, *exc):
-        with torch.no_grad():
-            for k, v in self.G.named_buffers():
-                v.copy_(self.buffers[k])
-        self.G.eval()
-
-
 def evaluate(run: str, classifier=None, data: Optional[str] = None, split: str = "test", limit: Optional[int] = None,
-             batch_size: int = 50, cam_threshold: float = 0.5, g_mode: str = "train",
+             batch_size: int = 50, cam_threshold: float = 0.5, g_mode: Optional[str] = None, weights: str = "auto",
              inception: Optional[Callable] = None, inception_reason: Optional[str] = "no --inception-weights given",
              n_sample_faces: int = 4, progress: Callable = lambda it, **kw: it, log=print) -> tuple[dict, dict]:
     """Returns ``(report, sheet_inputs)``; ``report`` is what eval.json holds."""
-    cfg, G, D, step = load_run(run)
+    cfg, G, D, step = load_run(run, weights)
+    if g_mode is None:  # the run's own test mode (runs older than the option: the backbone's)
+        g_mode = cfg.get("test_g_mode") or DEFAULT_G_MODE[cfg["backbone"]]
     if g_mode not in ("train", "eval"):
         raise ValueError(f"--g-mode: expected train or eval, got {g_mode!r}")
     root, ds = open_test_data(cfg, data, split, progress=True)
@@ -159,9 +155,8 @@ def evaluate(run: str, classifier=None, data: Optional[str] = None, split: str =
         a = torch.stack([ds[i][1] for i in idx])
         x01 = (x + 1) / 2
         regions = None if no_masks else region_masks(root, [ds.files[i] for i in idx], attrs, x.shape[-1])
-        with _G(G, g_mode) as g, torch.no_grad():
-            rec = g(x, cond.identity(a)).float()
-            fakes = [g(x, cond.test_edit(a, flip(a, k, attrs), k, cfg["test_int"])).float() for k in range(len(attrs))]
+        with GMode(G, g_mode) as g, torch.no_grad():
+            rec, fakes, _ = translate_all(g, cond, x, a, attrs, cfg["test_int"])
         rec_psnr.append(M.psnr(x01, (rec.clamp(-1, 1) + 1) / 2, max_db=M.PSNR_CAP))
         rec_ssim.append(M.ssim(x01, (rec.clamp(-1, 1) + 1) / 2))
         if clf is not None:
@@ -222,6 +217,7 @@ def evaluate(run: str, classifier=None, data: Optional[str] = None, split: str =
         "classifier_real_accuracy": (None if clf is None else
                                      {a_: float(v) for a_, v in zip(attrs, torch.cat(clf_real_hits).mean(0))}),
         "settings": {"cam_threshold": cam_threshold, "psnr_cap_db": M.PSNR_CAP, "g_mode": g_mode,
+                     "g_weights": cfg["_g_weights"],
                      "test_int": cfg["test_int"], "image_range": "[0, 1]", "cam_layer": camc.layer,
                      "classifier_fid_features": None if clf is None else clf.feature_dim,
                      "classifier_fid_samples": None if clf is None else
@@ -263,7 +259,8 @@ def markdown(report: dict) -> str:
     lines = [f"# camfast-eval: {report['run']}", "",
              f"{report['backbone']}, step {report['step']}, {report['n_images']} {report['split']} images of "
              f"{report['data']}; images on [0, 1], PSNR capped at {report['settings']['psnr_cap_db']:g} dB, "
-             f"CAM threshold {report['settings']['cam_threshold']}, G in {report['settings']['g_mode']} mode.", "",
+             f"CAM threshold {report['settings']['cam_threshold']}, G in {report['settings']['g_mode']} mode"
+             f" ({report['settings'].get('g_weights', 'raw')} weights), test intensity {report['settings']['test_int']:g}.", "",
              comparison_table([report]), "## Per attribute (edit = flip that attribute)", "",
              "| attribute | " + " | ".join(c[1] for c in COLUMNS[:6]) + " |", "|---|" + "---|" * 6]
     for a_, m in report["per_attribute"].items():

@@ -35,6 +35,7 @@ _ATTGAN = {
     "dis_dim": [("D", "dim")],
     "dis_fc_dim": [("D", "fc_dim")],
     "dis_layers": [("D", "n_layers")],
+    "lrelu_slope": [("G", "lrelu_slope"), ("D", "lrelu_slope")],
 }
 _STGAN = {
     **_ATTGAN,

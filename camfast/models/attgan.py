@@ -13,15 +13,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import ConvBlock, LinearBlock, check_image_size, check_int, tile
+from .layers import ConvBlock, LinearBlock, check_image_size, check_int, check_slope, tile
 
 MAX_DIM = 1024  # channel cap of every conv layer (64 * 16)
+# LeakyReLU slope of G's encoder and of D. The authors' TensorFlow AttGAN and STGAN use 0.2;
+# the PyTorch port (whose module names and parameter counts camfast follows) uses
+# nn.LeakyReLU()'s 0.01. camfast follows the authors: lrelu_slope=0.01 gives the port's.
+LRELU_SLOPE = 0.2
 
 
 class Generator(nn.Module):
     """Encoder-decoder G(x, c) = decode(encode(x), c).
 
-    Encoder: ``enc_layers`` 4x4 stride-2 convs + batch norm + LeakyReLU(0.2).
+    Encoder: ``enc_layers`` 4x4 stride-2 convs + batch norm + LeakyReLU(``lrelu_slope``).
     Decoder: ``dec_layers`` 4x4 stride-2 transposed convs + batch norm + ReLU, the last
     one to 3 channels with tanh. ``c`` is tiled and concatenated to the bottleneck; the
     first ``shortcut_layers`` decoder outputs are concatenated with the encoder feature
@@ -29,8 +33,10 @@ class Generator(nn.Module):
     """
 
     def __init__(self, n_attrs: int = 13, image_size: int = 128, enc_dim: int = 64, dec_dim: int = 64,
-                 enc_layers: int = 5, dec_layers: int = 5, shortcut_layers: int = 1, inject_layers: int = 0):
+                 enc_layers: int = 5, dec_layers: int = 5, shortcut_layers: int = 1, inject_layers: int = 0,
+                 lrelu_slope: float = LRELU_SLOPE):
         super().__init__()
+        slope = check_slope(lrelu_slope)
         self.n_attrs = check_int("n_attrs", n_attrs, 1)
         check_int("enc_dim", enc_dim, 1)
         check_int("dec_dim", dec_dim, 1)
@@ -47,7 +53,7 @@ class Generator(nn.Module):
         self.enc_channels = enc_ch
         n_in, blocks = 3, []
         for ch in enc_ch:
-            blocks.append(ConvBlock(n_in, ch, norm="batch", act="lrelu"))
+            blocks.append(ConvBlock(n_in, ch, norm="batch", act="lrelu", slope=slope))
             n_in = ch
         self.enc_layers = nn.ModuleList(blocks)
 
@@ -89,13 +95,14 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """``D(x) -> (adv [B, 1], logits [B, n_attrs])``.
 
-    ``n_layers`` 4x4 stride-2 convs + instance norm (affine) + LeakyReLU(0.2), flattened,
+    ``n_layers`` 4x4 stride-2 convs + instance norm (affine) + LeakyReLU(``lrelu_slope``), flattened,
     then two heads: Linear(flat, fc_dim) + ReLU + Linear(fc_dim, 1 or n_attrs).
     """
 
     def __init__(self, n_attrs: int = 13, image_size: int = 128, dim: int = 64, fc_dim: int = 1024,
-                 n_layers: int = 5):
+                 n_layers: int = 5, lrelu_slope: float = LRELU_SLOPE):
         super().__init__()
+        slope = check_slope(lrelu_slope)
         self.n_attrs = check_int("n_attrs", n_attrs, 1)
         check_int("dim", dim, 1)
         check_int("fc_dim", fc_dim, 1)
@@ -109,7 +116,7 @@ class Discriminator(nn.Module):
         self.cam_layers = {}
         for i in range(n_layers):
             ch = min(dim * 2 ** i, MAX_DIM)
-            blocks.append(ConvBlock(n_in, ch, norm="instance", act="lrelu"))
+            blocks.append(ConvBlock(n_in, ch, norm="instance", act="lrelu", slope=slope))
             n_in, size = ch, size // 2
             self.cam_layers[f"conv.{i}"] = (ch, size, size)
         self.conv = nn.Sequential(*blocks)

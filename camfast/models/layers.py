@@ -26,6 +26,13 @@ def check_choice(name: str, value, choices: tuple, what: str = "one of") -> int:
     return value
 
 
+def check_slope(value) -> float:
+    """A LeakyReLU negative slope in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"lrelu_slope: expected a number in [0, 1), got {value!r}")
+    return float(value)
+
+
 def check_image_size(image_size, n_down: int, n_down_name: str) -> int:
     """``image_size`` must be supported and survive ``n_down`` halvings."""
     check_choice("image_size", image_size, IMAGE_SIZES)
@@ -60,11 +67,11 @@ def _norm(kind: str, n: int) -> list[nn.Module]:
     raise ValueError(f"norm: expected 'batch', 'instance' or 'none', got {kind!r}")
 
 
-def _act(kind: str) -> list[nn.Module]:
+def _act(kind: str, slope: float = 0.2) -> list[nn.Module]:
     # Not in-place: D's activations are captured for Grad-CAM and differentiated twice.
     acts = {
         "relu": nn.ReLU,
-        "lrelu": lambda: nn.LeakyReLU(0.2),
+        "lrelu": lambda: nn.LeakyReLU(slope),
         "tanh": nn.Tanh,
         "none": None,
     }
@@ -80,13 +87,13 @@ class ConvBlock(nn.Module):
     """
 
     def __init__(self, n_in, n_out, norm="batch", act="relu", transpose=False,
-                 kernel_size=4, stride=2, padding=1):
+                 kernel_size=4, stride=2, padding=1, slope=0.2):
         super().__init__()
         conv = nn.ConvTranspose2d if transpose else nn.Conv2d
         self.layers = nn.Sequential(
             conv(n_in, n_out, kernel_size, stride, padding, bias=(norm == "none")),
             *_norm(norm, n_out),
-            *_act(act),
+            *_act(act, slope),
         )
 
     def forward(self, x):

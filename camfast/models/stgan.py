@@ -65,9 +65,9 @@ class Generator(attgan.Generator):
     def __init__(self, n_attrs: int = 13, image_size: int = 128, enc_dim: int = 64, dec_dim: int = 64,
                  enc_layers: int = 5, dec_layers: int = 5, shortcut_layers: int = 4, inject_layers: int = 4,
                  use_stu: bool = True, stu_kernel_size: int = 3, stu_inject_layers: int = 4,
-                 one_more_conv: int = 0):
+                 one_more_conv: int = 0, lrelu_slope: float = attgan.LRELU_SLOPE):
         super().__init__(n_attrs, image_size, enc_dim, dec_dim, enc_layers, dec_layers,
-                         shortcut_layers, inject_layers)
+                         shortcut_layers, inject_layers, lrelu_slope)
         if not isinstance(use_stu, bool):
             raise ValueError(f"use_stu: expected a bool, got {use_stu!r}")
         check_choice("stu_kernel_size", stu_kernel_size, (1, 3, 5, 7), "an odd kernel size in")

@@ -67,13 +67,24 @@ class Conditions:
         return G(x, self.identity(a))
 
     def test_edit(self, a: torch.Tensor, b: torch.Tensor, k: int, test_int: float = 1.0) -> torch.Tensor:
-        """Condition for the sample grids: attribute ``k`` flipped, shown at ``test_int``
-        (the originals' test-time intensity; StarGAN has none)."""
+        """Condition for evaluation and the sample grids: attribute ``k`` flipped at the
+        originals' test-time intensity ``test_int`` (StarGAN has none).
+
+        AttGAN's test code feeds the flipped entry as ``+-test_int`` (the others stay at
+        ``+-thres_int``): +-1 at the default 1.0. STGAN's test code scales the encoded target
+        entry by ``test_int`` *without* dividing by ``thres_int``, so the flipped entry of the
+        difference is ``+-(test_int + 1) * thres_int``: +-1 at the default, the value it is
+        trained on. (STGAN's training previews divide by ``thres_int`` and show +-1.5;
+        ``test_int: 2`` gives that here.)
+        """
         if self.backbone == "stargan":
             return b
         cb = _enc(b, self.thres_int)
-        cb[:, k] = cb[:, k] * test_int / self.thres_int
-        return cb if self.backbone == "attgan" else cb - _enc(a, self.thres_int)
+        if self.backbone == "attgan":
+            cb[:, k] = cb[:, k] * test_int / self.thres_int
+            return cb
+        cb[:, k] = cb[:, k] * test_int
+        return cb - _enc(a, self.thres_int)
 
 
 def flip(a: torch.Tensor, k: int, attrs: list[str]) -> torch.Tensor:

@@ -41,7 +41,7 @@ OPTIONS: dict[str, tuple[tuple, Optional[tuple], str]] = {
     "crop": ((str,), ("auto", "stargan", "attgan", "none"), "face crop; auto: the backbone's on CelebA, none on the synthetic set"),
     "split": ((str,), ("train", "val", "test", "all"), "list_eval_partition.txt split to train on"),
     "num_workers": ((int,), None, "DataLoader worker processes"),
-    "flip": ((bool,), None, "random horizontal flips"),
+    "flip": ((bool,), None, "random horizontal flips (StarGAN's code flips; AttGAN's and STGAN's do not)"),
     "synthetic_images": ((int,), None, "size of the synthetic set"),
     "synthetic_seed": ((int,), None, "seed of the synthetic set"),
     "synthetic_size": ((int, None), None, "side of the synthetic images (null: image_size)"),
@@ -64,10 +64,13 @@ OPTIONS: dict[str, tuple[tuple, Optional[tuple], str]] = {
     "cls_reduction": ((str,), ("sum", "mean"), "BCE over attributes: sum (StarGAN: sum / batch) or mean (AttGAN)"),
     "thres_int": ((float,), None, "AttGAN/STGAN: attribute a in {0,1} is fed as (2a - 1) * thres_int"),
     "b_distribution": ((str,), ("none", "uniform", "truncated_normal"), "AttGAN/STGAN: random intensity of the target attributes"),
-    "test_int": ((float,), None, "AttGAN/STGAN: intensity of the flipped attribute in the sample grids"),
+    "test_int": ((float,), None, "AttGAN/STGAN: test-time intensity of the flipped attribute (sample grids, curve, camfast-eval)"),
+    "test_g_mode": ((str,), ("train", "eval"), "G's normalisation at test time: eval = running statistics (AttGAN/STGAN's test code), train = the batch's own (StarGAN's)"),
     # CAM consistency
     "lambda_cam_g": ((float,), None, "weight of the CAM-consistency term in G's loss (0: off)"),
     "lambda_cam_d": ((float,), None, "weight of the CAM-consistency term in D's loss (0: off)"),
+    "cam_g_start": ((int,), None, "iteration from which G's CAM term is on (0: from the start)"),
+    "cam_g_ramp": ((int,), None, "iterations over which G's CAM weight ramps from 0 to lambda_cam_g after cam_g_start (0: at once)"),
     "cam_layer": ((str, None), None, "D's layer for Grad-CAM (null: D.default_cam_layer)"),
     "cam_normalize": ((str,), ("minmax", "max"), "CAM normalisation"),
     "cam_sources": ((str,), ("both", "real", "fake"), "CAM of the real image (removed attributes), the translated one (added), or both"),
@@ -81,6 +84,10 @@ OPTIONS: dict[str, tuple[tuple, Optional[tuple], str]] = {
     "n_samples": ((int,), None, "faces in a sample grid"),
     "save_every": ((int,), None, "iterations between checkpoints (0: only at the end)"),
     "keep_every": ((int,), None, "also keep checkpoint-<step>.pt every this many iterations (0: no)"),
+    "g_ema": ((float,), None, "decay of a moving average of G's weights used for samples and evaluation (0: off; e.g. 0.999)"),
+    "eval_every": ((int,), None, "iterations between learning-curve points in curve.csv (0: off)"),
+    "eval_images": ((int,), None, "validation faces the learning curve edits"),
+    "eval_classifier": ((str, None), None, "camfast-train-classifier file that scores the curve's edits (null: recon PSNR only)"),
     "tensorboard": ((bool,), None, "write TensorBoard logs when tensorboard is installed"),
     "progress": ((bool,), None, "progress bar (tqdm) or periodic lines"),
     # model
@@ -94,11 +101,12 @@ DEFAULTS: dict[str, Any] = {
     "steps": 200000, "batch_size": 16, "n_critic": 5, "g_lr": 1e-4, "d_lr": 1e-4, "beta1": 0.5, "beta2": 0.999,
     "lr_decay": "linear", "lr_decay_start": None, "lr_decay_factor": 0.1,
     "lambda_gp": 10.0, "lambda_cls_g": 1.0, "lambda_cls_d": 1.0, "lambda_rec": 10.0, "cls_reduction": "sum",
-    "thres_int": 0.5, "b_distribution": "none", "test_int": 1.0,
-    "lambda_cam_g": 10.0, "lambda_cam_d": 1.0, "cam_layer": None, "cam_normalize": "minmax",
+    "thres_int": 0.5, "b_distribution": "none", "test_int": 1.0, "test_g_mode": "train",
+    "lambda_cam_g": 10.0, "lambda_cam_d": 1.0, "cam_g_start": 0, "cam_g_ramp": 0, "cam_layer": None, "cam_normalize": "minmax",
     "cam_sources": "both", "cam_score": "changed", "cam_eps": 1e-6, "cam_g_through_mask": False,
     "cam_backend": "auto",
     "log_every": 10, "sample_every": 1000, "n_samples": 8, "save_every": 1000, "keep_every": 0,
+    "g_ema": 0.0, "eval_every": 0, "eval_images": 64, "eval_classifier": None,
     "tensorboard": True, "progress": True,
     "model": {},
 }
@@ -117,13 +125,16 @@ BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
         "image_size": 128, "batch_size": 32, "steps": 1137500, "g_lr": 2e-4, "d_lr": 2e-4,
         "lr_decay": "step", "lr_decay_factor": 0.1, "lambda_cls_g": 10.0, "lambda_cls_d": 1.0,
         "lambda_rec": 100.0, "cls_reduction": "mean", "lambda_cam_g": 100.0, "lambda_cam_d": 1.0,
+        # Neither AttGAN's nor STGAN's data pipeline flips; both test with running statistics.
+        "flip": False, "test_g_mode": "eval",
     },
 }
 BACKBONE_DEFAULTS["stgan"] = dict(BACKBONE_DEFAULTS["attgan"])
 
 # Options that may change when a run is resumed (they do not change what is computed).
 RESUMABLE = {"steps", "device", "threads", "num_workers", "log_every", "sample_every", "save_every",
-             "keep_every", "tensorboard", "progress", "data", "data_cache", "out"}
+             "keep_every", "tensorboard", "progress", "data", "data_cache", "out",
+             "eval_every", "eval_images", "eval_classifier", "test_g_mode"}
 
 
 def defaults(backbone: str) -> dict:
@@ -246,13 +257,18 @@ def check(cfg: dict) -> dict:
             raise ConfigError(f"{key}: expected an int >= 1, got {out[key]}")
     if out["threads"] is not None and out["threads"] < 1:
         raise ConfigError(f"threads: expected an int >= 1 or null, got {out['threads']}")
-    for key in ("log_every", "sample_every", "save_every", "keep_every", "num_workers", "seed", "synthetic_seed"):
+    for key in ("log_every", "sample_every", "save_every", "keep_every", "num_workers", "seed", "synthetic_seed",
+                "eval_every", "cam_g_start", "cam_g_ramp"):
         if out[key] < 0:
             raise ConfigError(f"{key}: expected an int >= 0, got {out[key]}")
     for key in ("g_lr", "d_lr", "lambda_gp", "lambda_cls_g", "lambda_cls_d", "lambda_rec",
                 "lambda_cam_g", "lambda_cam_d", "thres_int"):
         if not out[key] >= 0:
             raise ConfigError(f"{key}: expected a number >= 0, got {out[key]}")
+    if out["eval_images"] < 1:
+        raise ConfigError(f"eval_images: expected an int >= 1, got {out['eval_images']}")
+    if not 0.0 <= out["g_ema"] < 1.0:
+        raise ConfigError(f"g_ema: expected a decay in [0, 1) (0: off), got {out['g_ema']}")
     if not out["cam_eps"] > 0:
         raise ConfigError(f"cam_eps: expected a number > 0, got {out['cam_eps']}")
     if out["attrs"] is not None and (not out["attrs"] or not all(isinstance(a, str) for a in out["attrs"])):

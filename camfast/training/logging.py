@@ -25,20 +25,20 @@ class MetricsCSV:
     dropped, so the file reads as one uninterrupted run.
     """
 
-    def __init__(self, path: str, resume_step: Optional[int] = None):
-        self.path = path
+    def __init__(self, path: str, resume_step: Optional[int] = None, columns: Optional[list] = None):
+        self.path, self.columns = path, list(columns or COLUMNS)
         keep = []
         if resume_step is not None and os.path.isfile(path):
             with open(path, newline="") as f:
                 keep = [r for r in csv.DictReader(f) if r.get("step") and int(r["step"]) <= resume_step]
         with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
+            w = csv.DictWriter(f, self.columns, extrasaction="ignore")
             w.writeheader()
             w.writerows(keep)
 
     def write(self, row: dict) -> None:
         with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, COLUMNS, extrasaction="ignore").writerow({k: _fmt(row.get(k)) for k in COLUMNS})
+            csv.DictWriter(f, self.columns, extrasaction="ignore").writerow({k: _fmt(row.get(k)) for k in self.columns})
 
 
 def _fmt(v):

@@ -9,10 +9,10 @@ The mask is the one the CAM-consistency loss uses for that edit (the union of th
 sources: D's CAM of the removed attribute on the input and of the added attribute on the
 output), so the grid shows whether D points at what G changed.
 
-G runs in training mode (batch statistics), as StarGAN's samples: early in training the
-running statistics that eval mode would use are still near their initial values and give
-flat grey images. Its buffers (running statistics) are restored afterwards and no random
-stream is touched, so drawing samples never changes the run.
+G runs in the backbone's test mode (``test_g_mode``; see camfast.evaluation.translate): the
+image's own statistics for StarGAN, running statistics for AttGAN and STGAN, as their test
+code. Its buffers are restored afterwards and no random stream is touched, so drawing
+samples never changes the run.
 """
 from __future__ import annotations
 
@@ -47,31 +47,25 @@ def _overlay(img: torch.Tensor, m: torch.Tensor, alpha: float = 0.6) -> torch.Te
     return base * (1 - alpha * m) + red * (alpha * m)
 
 
-def make_grid(G, D, cond, cam, x: torch.Tensor, a: torch.Tensor, attrs: list, test_int: float = 1.0) -> np.ndarray:
+def make_grid(G, D, cond, cam, x: torch.Tensor, a: torch.Tensor, attrs: list, test_int: float = 1.0,
+              g_mode: str = "train") -> np.ndarray:
     """The uint8 ``[H, W, 3]`` grid for faces ``x`` with attributes ``a``."""
+    from ..evaluation.translate import GMode, translate_all
+
     G, D = unwrap(G), unwrap(D)
-    was = G.training, D.training
-    buffers = {k: v.clone() for k, v in G.named_buffers()}
-    G.train()
+    was_d = D.training
     D.eval()
     try:
-        with torch.no_grad():
-            rec = G(x, cond.identity(a)).float()
+        with GMode(G, g_mode) as g, torch.no_grad():
+            rec, fakes, targets = translate_all(g, cond, x, a, attrs, test_int)
         blank = torch.full_like(x, 1.0)
         top, bottom = [x.float(), rec], [blank, blank]
-        for k in range(len(attrs)):
-            b = flip(a, k, attrs)
-            with torch.no_grad():
-                fake = G(x, cond.test_edit(a, b, k, test_int)).float()
+        for fake, b in zip(fakes, targets):
             m = cam_mask(D, cam, x, fake, a, b)
             top.append(fake)
             bottom.append(torch.stack([_overlay(fake[i], m[i]) for i in range(len(x))]))
     finally:
-        with torch.no_grad():
-            for k, v in G.named_buffers():
-                v.copy_(buffers[k])
-        G.train(was[0])
-        D.train(was[1])
+        D.train(was_d)
     n, _, h, w = x.shape
     head = _header(["input", "recon"] + list(attrs), w)
     canvas = np.full((head.shape[0] + 2 * n * (h + PAD) + PAD, len(top) * (w + PAD) + PAD, 3), 255, np.uint8)

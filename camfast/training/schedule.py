@@ -6,6 +6,10 @@
 - ``step`` (AttGAN, STGAN): constant, then ``lr * factor`` from ``start`` (the originals
   divide by 10 after 100 of 200 epochs).
 - ``none``: constant.
+
+The weight of G's CAM term can also be switched on late (``cam_g_start``) and ramped in
+(``cam_g_ramp``): G then learns to edit, and D's CAM to localise, before G is asked to keep
+everything outside D's mask.
 """
 from __future__ import annotations
 
@@ -27,3 +31,14 @@ def lr_factor(cfg: dict, step: int) -> float:
 def set_lr(optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+def cam_g_factor(cfg: dict, step: int) -> float:
+    """Multiplier of ``lambda_cam_g`` at iteration ``step``: 0 before ``cam_g_start``, then
+    linearly to 1 over ``cam_g_ramp`` iterations."""
+    start, ramp = cfg["cam_g_start"], cfg["cam_g_ramp"]
+    if step < start:
+        return 0.0
+    if ramp <= 0:
+        return 1.0
+    return min(1.0, (step - start + 1) / ramp)

@@ -23,6 +23,8 @@ from . import distributed, losses, samples, schedule
 from .cam import CamConsistency
 from .conditions import Conditions, sample_targets
 from .config import to_yaml
+from .curve import LearningCurve
+from .ema import EMA
 from .logging import MetricsCSV, Progress, TensorBoard, notice
 
 
@@ -63,6 +65,8 @@ class Trainer:
         self.G = distributed.wrap(self.G_inner, dist, device)
         self.D = distributed.wrap(self.D_inner, dist, device)
         betas = (cfg["beta1"], cfg["beta2"])
+        # The weight average is what samples and evaluation use (when on); it starts as G.
+        self.ema = EMA(self.G_inner, cfg["g_ema"]) if cfg["g_ema"] > 0 else None
         self.g_opt = torch.optim.Adam(self.G_inner.parameters(), cfg["g_lr"], betas=betas)
         self.d_opt = torch.optim.Adam(self.D_inner.parameters(), cfg["d_lr"], betas=betas)
         if device.type == "cuda":
@@ -89,6 +93,13 @@ class Trainer:
                 f.write(to_yaml(cfg))
             self.csv = MetricsCSV(os.path.join(run_dir, "metrics.csv"), resume_step=self.step if resume else None)
             self.tb = TensorBoard(os.path.join(run_dir, "tb"), cfg["tensorboard"], purge_step=self.step if resume else None)
+            self.curve = (LearningCurve(cfg, root, self.attrs, run_dir, self.step if resume else None, device)
+                          if cfg["eval_every"] else None)
+
+    @property
+    def G_test(self):
+        """The G that samples and evaluation use: the weight average when ``g_ema`` is on."""
+        return self.ema.model if self.ema is not None else self.G_inner
 
     # ------------------------------------------------------------------ pieces
 
@@ -158,7 +169,8 @@ class Trainer:
         # itself, not its DDP wrapper, so DDP's reducer only ever sees D's own step.
         D = self.D_inner
         D.requires_grad_(False)
-        cam_on = cfg["lambda_cam_g"] > 0
+        lam_cam = cfg["lambda_cam_g"] * schedule.cam_g_factor(cfg, self.step)
+        cam_on = lam_cam > 0
         m = {}
         try:
             with self.cam.capture(D, cam_on) as hook:
@@ -180,11 +192,13 @@ class Trainer:
                     if not through:  # G takes D's mask as given (DESIGN.md section 6)
                         feats, grads = [f.detach() for f in feats], [g.detach() for g in grads]
                     g_cam = self.cam.loss(x, fake.float(), feats, grads)
-                    loss = loss + cfg["lambda_cam_g"] * g_cam
+                    loss = loss + lam_cam * g_cam
                     m["g_cam"], m["g_mask"] = g_cam.detach(), self.cam.mask_mean(feats, grads, x.shape[-2:])
             self.g_opt.zero_grad(set_to_none=True)
             loss.backward()
             self.g_opt.step()
+            if self.ema is not None:
+                self.ema.update(self.G_inner)
         finally:
             D.requires_grad_(True)
         m.update(g_loss=loss.detach(), g_adv=g_adv.detach(), g_cls=g_cls.detach(), g_rec=g_rec.detach())
@@ -235,6 +249,10 @@ class Trainer:
                 progress.update(self.step, row)
 
                 stop = distributed.any_flag(self.dist, self.stop_signal is not None, self.device)
+                if self.main and self.curve is not None and (self._due(cfg["eval_every"]) or self.step == steps):
+                    point = self.curve.measure(self.G_test, self.cond, self.step, self.elapsed)
+                    progress.write("curve: " + ", ".join(f"{k} {point[k]:.3g}" for k in ("step", "edit_accuracy", "recon_psnr")
+                                                         if k in point))
                 if self._due(cfg["sample_every"]) or self.step == steps:
                     self.write_samples()
                 if stop or self._due(cfg["save_every"]) or self.step == steps:
@@ -276,7 +294,8 @@ class Trainer:
         if not self.main:
             return
         x, a = (t.to(self.device) for t in self.sample_batch)
-        grid = samples.make_grid(self.G, self.D, self.cond, self.cam, x, a, self.attrs, self.cfg["test_int"])
+        grid = samples.make_grid(self.G_test, self.D, self.cond, self.cam, x, a, self.attrs, self.cfg["test_int"],
+                                 self.cfg["test_g_mode"])
         samples.save_png(grid, os.path.join(self.run_dir, "samples", f"step-{self.step:07d}.png"))
         self.tb.image("samples", grid, self.step)
 
@@ -285,6 +304,7 @@ class Trainer:
             "format": ckpt_mod.FORMAT, "step": self.step, "elapsed": self.elapsed, "config": self.cfg,
             "attrs": list(self.attrs), "world": self.dist.world,
             "G": self.G_inner.state_dict(), "D": self.D_inner.state_dict(),
+            "G_ema": self.ema.state_dict() if self.ema is not None else None,
             "g_opt": self.g_opt.state_dict(), "d_opt": self.d_opt.state_dict(),
             "rng": rng_states, "data": self.sampler.position(self.step),
             "last_metrics": {k: float(v) for k, v in self.last.items()},  # G's row continues after resume
@@ -304,6 +324,10 @@ class Trainer:
     def _load(self, ckpt: dict) -> None:
         self.G_inner.load_state_dict(ckpt["G"])
         self.D_inner.load_state_dict(ckpt["D"])
+        if self.ema is not None:
+            if ckpt.get("G_ema") is None:
+                raise ValueError("--resume: the checkpoint has no weight average of G (g_ema was off); keep g_ema: 0")
+            self.ema.load_state_dict(ckpt["G_ema"])
         self.g_opt.load_state_dict(ckpt["g_opt"])
         self.d_opt.load_state_dict(ckpt["d_opt"])
         self.step, self.elapsed = int(ckpt["step"]), float(ckpt.get("elapsed", 0.0))
