@@ -1,14 +1,17 @@
 """camfast: a fast, fused CAM-consistency loss for local image-to-image GANs.
 
     import camfast
-    loss = camfast.cam_consistency_loss(real, fake, feats, grads)
+    cam = camfast.CAMConsistency(D, "main.5")          # D returns (adv, attribute logits)
+    loss = cam.g_loss(x_real, x_fake, c_src, c_trg)    # or camfast.cam_consistency_loss(...)
 
-See README.md and docs/ for the method, the backends and the trainer.
+See README.md and docs/ (docs/api.md: every public name) for the method, the backends and
+the trainer.
 """
 from ._version import __version__
 from ._extension import build_info
 from .api import backends, cam_consistency_loss, grad_cam_mask
-from .gradcam import GradCAM, attribute_score, grad_cam
+from .consistency import CAMConsistency, score_weights
+from .gradcam import GradCAM, GradCAMError, attribute_score, grad_cam
 
 __all__ = [
     "__version__",
@@ -16,7 +19,10 @@ __all__ = [
     "backends",
     "cam_consistency_loss",
     "grad_cam_mask",
+    "CAMConsistency",
+    "score_weights",
     "GradCAM",
+    "GradCAMError",
     "attribute_score",
     "grad_cam",
 ]

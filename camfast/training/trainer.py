@@ -138,7 +138,7 @@ class Trainer:
             fake = self.G_inner(x, c_edit).float()
         cam_on = cfg["lambda_cam_d"] > 0
         m = {}
-        with self.cam.capture(self.D, cam_on) as hook:
+        with self.cam.capture(enabled=cam_on):
             with self.autocast():
                 adv_real, cls_real = self.D(x)
                 adv_fake, cls_fake = self.D(fake)
@@ -146,12 +146,11 @@ class Trainer:
             d_cls = losses.classification(cls_real, a, cfg["cls_reduction"])
             loss = d_adv + cfg["lambda_cls_d"] * d_cls
             if cam_on:
-                # create_graph: D learns through its own Grad-CAM (feats and grads), a
+                # D's side: D learns through its own Grad-CAM (feats and grads), a
                 # second-order path, to put its mask where G changed the image.
-                feats, grads = self.cam.gradients(hook, a, b, real=(cls_real, 0), fake=(cls_fake, 1), create_graph=True)
-                d_cam = self.cam.loss(x, fake, feats, grads)
+                d_cam, mask = self.cam.d_loss(x, fake, a, b, cls_real, cls_fake, return_mask=True)
                 loss = loss + cfg["lambda_cam_d"] * d_cam
-                m["d_cam"], m["d_mask"] = d_cam.detach(), self.cam.mask_mean(feats, grads, x.shape[-2:])
+                m["d_cam"], m["d_mask"] = d_cam.detach(), mask.mean()
         if cfg["lambda_gp"] > 0:
             with self.autocast():
                 gp = losses.gradient_penalty(self.D, x, fake)
@@ -173,7 +172,7 @@ class Trainer:
         cam_on = lam_cam > 0
         m = {}
         try:
-            with self.cam.capture(D, cam_on) as hook:
+            with self.cam.capture(enabled=cam_on):
                 with self.autocast():
                     fake = self.G(x, c_edit)
                     rec = self.cond.reconstruct(self.G, x, fake, a)
@@ -186,14 +185,12 @@ class Trainer:
                 g_rec = losses.l1(rec, x)
                 loss = g_adv + cfg["lambda_cls_g"] * g_cls + cfg["lambda_rec"] * g_rec
                 if cam_on:
-                    through = cfg["cam_g_through_mask"]
-                    real = (cls_real, 1) if self.cam.use_real else None
-                    feats, grads = self.cam.gradients(hook, a, b, real=real, fake=(cls_fake, 0), create_graph=through)
-                    if not through:  # G takes D's mask as given (DESIGN.md section 6)
-                        feats, grads = [f.detach() for f in feats], [g.detach() for g in grads]
-                    g_cam = self.cam.loss(x, fake.float(), feats, grads)
+                    # G takes D's mask as given (docs/method.md) unless cam_g_through_mask.
+                    real = cls_real if self.cam.use_real else None
+                    g_cam, mask = self.cam(x, fake.float(), a, b, real, cls_fake,
+                                           detach_mask=not cfg["cam_g_through_mask"], return_mask=True)
                     loss = loss + lam_cam * g_cam
-                    m["g_cam"], m["g_mask"] = g_cam.detach(), self.cam.mask_mean(feats, grads, x.shape[-2:])
+                    m["g_cam"], m["g_mask"] = g_cam.detach(), mask.mean()
             self.g_opt.zero_grad(set_to_none=True)
             loss.backward()
             self.g_opt.step()
