@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-samples", type=int, default=4, help="faces on samples.png (0: no sheet)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--scorecard", action="store_true", help="also print a short human-readable scorecard")
     p.add_argument("--table", nargs="+", metavar="EVAL_JSON", help="print one markdown table of these eval.json files and exit")
     return p
 
@@ -57,6 +58,26 @@ def _json_safe(obj):
     if isinstance(obj, (list, tuple)):
         return [_json_safe(v) for v in obj]
     return obj
+
+
+def _read_report(path: str, ev) -> dict:
+    """An eval.json read back for --table; ValueError (one line, naming the file) if it is not one."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            report = json.load(f)
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror or e}") from None
+    except ValueError as e:  # also UnicodeDecodeError: a binary file
+        raise ValueError(f"{path} is not JSON: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if not isinstance(report, dict) or not isinstance(report.get("metrics"), dict):
+        raise ValueError(f"{path} is not an eval.json of camfast-eval (no 'metrics' table)")
+    # _json_safe wrote inf / nan as strings: read them back as numbers
+    report["metrics"] = {k: float(v) if v in ("inf", "-inf", "nan") else v for k, v in report["metrics"].items()}
+    try:
+        ev.comparison_table([report])
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ValueError(f"{path} is not an eval.json of camfast-eval ({type(e).__name__}: {e})") from None
+    return report
 
 
 def _progress(enabled: bool):
@@ -80,11 +101,8 @@ def main(argv=None) -> int:
 
     if args.table:
         try:
-            reports = []
-            for path in args.table:
-                with open(path) as f:
-                    reports.append(json.load(f))
-        except (OSError, ValueError) as e:
+            reports = [_read_report(path, ev) for path in args.table]
+        except ValueError as e:
             print(f"camfast-eval: error: --table: {e}", file=sys.stderr)
             return EXIT_ERROR
         sys.stdout.write(ev.comparison_table(reports))
@@ -133,7 +151,28 @@ def main(argv=None) -> int:
     m = report["metrics"]
     short = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} null" for k, v in m.items())
     print(f"camfast-eval: wrote {os.path.join(out, 'eval.json')}: {short}")
+    if args.scorecard:
+        print(scorecard(report))
     return 0
+
+
+def scorecard(report: dict) -> str:
+    """A few lines a person reads: did the edits take, did they stay local, does D point at them."""
+    m, per = report["metrics"], report["per_attribute"]
+
+    def f(v, fmt):
+        return "n/a" if not isinstance(v, float) else format(v, fmt)
+    accs = {a: v.get("edit_accuracy") for a, v in per.items() if isinstance(v.get("edit_accuracy"), float)}
+    lines = [f"scorecard ({report['backbone']}, step {report['step']}, {report['n_images']} {report['split']} images, "
+             f"G {report['settings']['g_mode']} mode, {report['settings'].get('g_weights', 'raw')} weights):",
+             f"  edit accuracy          {f(m['edit_accuracy'], '.2f')}   (the fixed classifier agrees the edit took)",
+             f"  change outside region  {f(m['outside_l1'], '.3f')}  (mean |real - edit| on [0, 1] where the edit "
+             f"should not touch; inside: {f(m['inside_l1'], '.3f')})",
+             f"  D's CAM IoU            {f(m['cam_iou'], '.3f')}  (pointing game {f(m['cam_pointing'], '.2f')})",
+             f"  reconstruction PSNR    {f(m['recon_psnr'], '.1f')} dB"]
+    if accs:
+        lines.append("  per attribute: " + ", ".join(f"{a} {v:.2f}" for a, v in accs.items()))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -247,3 +247,15 @@ def test_synthetic_presets_build_and_take_a_step(preset, tiny, tmp_path):
                                "sample_every=0", "save_every=0", "progress=false", "n_samples=1"])
     tr = Trainer(cfg, str(tmp_path / "run"), Dist(), torch.device("cpu"))
     assert tr.fit() == "done" and tr.step == 1
+
+
+def test_eval_scorecard(tiny, tmp_path, capsys):
+    run = str(tmp_path / "run")
+    assert train_main(tiny_args("stgan", tiny["cache"], run, steps=1)) == 0
+    capsys.readouterr()
+    assert eval_main(["--run", run, "--classifier", tiny["clf"], "--out", str(tmp_path / "ev"), "--limit", "2",
+                      "--no-progress", "--n-samples", "0", "--scorecard"]) == 0
+    out = capsys.readouterr().out
+    assert "scorecard (stgan, step 1, 2 test images, G eval mode, raw weights)" in out
+    for words in ("edit accuracy", "change outside region", "D's CAM IoU", "reconstruction PSNR", "Mustache"):
+        assert words in out, words
