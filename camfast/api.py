@@ -220,7 +220,7 @@ def cam_consistency_loss(
     reduction: str = "mean",
     backend: str = "auto",
 ) -> torch.Tensor:
-    """L1 between ``real`` and ``fake`` outside the Grad-CAM mask (DESIGN.md section 1).
+    """L1 between ``real`` and ``fake`` outside the Grad-CAM mask (docs/method.md, steps in docs/kernels.md).
 
     Args:
         real, fake: images ``[B, C_img, H, W]`` of one dtype and device.

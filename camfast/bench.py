@@ -18,7 +18,7 @@ whose total exceeds twice the last-level cache (where memory allows), timed per 
 Memory: an extra call, untimed: the peak of allocations made during it (CPU: allocation events of
 ``torch.profiler``; GPU: ``torch.cuda.max_memory_allocated`` minus the baseline), and ``extra``,
 the same minus the tensors the call returns (the loss, the gradients).
-The bytes floor (DESIGN.md section 3, docs/benchmarks.md) divided by the device bandwidth measured
+The bytes floor (docs/benchmarks.md) divided by the device bandwidth measured
 in the same run gives the floor time; ``floor %`` = floor time / median time.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ WRT = ("real", "fake", "feats", "grads")
 DEFAULT_WRT = ("fake", "feats", "grads")   # union of D's step (feats, grads) and G's step (fake)
 FULL_GRID = dict(batch=(1, 16, 64), image=((3, 128, 128), (3, 256, 256)),
                  feat=((256, 16, 16), (512, 8, 8)), sources=(1, 2))
-# --quick: the targets' sizes (DESIGN.md section 3, benchmarks/RESULTS.md).
+# --quick: the targets' sizes (benchmarks/RESULTS.md).
 QUICK = (
     (16, (3, 128, 128), (256, 16, 16), 1),
     (64, (3, 256, 256), (256, 16, 16), 1),
@@ -76,7 +76,7 @@ class Config:
 
 
 def bytes_moved(cfg: Config, mode: str, wrt=DEFAULT_WRT) -> int:
-    """The floor of DESIGN.md section 3, exactly, by dtype size.
+    """The bytes floor of docs/benchmarks.md, exactly, by dtype size.
 
     forward:  read real, fake, feats, grads once           2*E*img + 2*E*feat
     backward: read them once more, write each requested gradient once

@@ -1,4 +1,4 @@
-"""Pure-PyTorch CAM-consistency loss: DESIGN.md section 1, executable.
+"""Pure-PyTorch CAM-consistency loss: docs/kernels.md (steps 1-7), executable.
 
 Every other backend is tested against this file, so it favours being obviously
 right over being fast. Autograd supplies all gradients, including the second
@@ -72,12 +72,12 @@ def grad_cam_mask(
     normalize: str = "minmax",
     eps: float = DEFAULT_EPS,
 ) -> torch.Tensor:
-    """The mask M of DESIGN.md step 5, [B, 1, H, W], in the accumulate dtype."""
+    """The mask M of docs/kernels.md step 5, [B, 1, H, W], in the accumulate dtype."""
     return upsample_mask(lowres_mask(feats, grads, normalize, eps), size)
 
 
 def masked_l1(real: torch.Tensor, fake: torch.Tensor, u: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Steps 5-7 from a low-resolution mask ``u`` [B, h, w]."""
+    """Steps 5-7 of docs/kernels.md from a low-resolution mask ``u`` [B, h, w]."""
     acc = accumulate_dtype(real.dtype)
     m = upsample_mask(u.to(acc), tuple(real.shape[-2:]))
     e = (real.to(acc) - fake.to(acc)).abs() * (1 - m)
@@ -101,5 +101,5 @@ def cam_consistency_loss(
     eps: float = DEFAULT_EPS,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    """CAM-consistency loss, DESIGN.md section 1; no input validation (see camfast.api)."""
+    """CAM-consistency loss, docs/kernels.md steps 3-7; no input validation (see camfast.api)."""
     return masked_l1(real, fake, lowres_mask(feats, grads, normalize, eps), reduction)

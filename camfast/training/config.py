@@ -113,7 +113,7 @@ DEFAULTS: dict[str, Any] = {
 
 # The originals' objectives and schedules (see docs/training.md for the sources).
 # lambda_cam_g follows lambda_rec: the CAM term is an L1 on the image, like the
-# reconstruction, and DESIGN.md asks for the two to start at the same order.
+# reconstruction, and docs/method.md (Weights) asks for the two to start at the same order.
 BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
     "stargan": {
         "image_size": 128, "batch_size": 16, "steps": 200000, "g_lr": 1e-4, "d_lr": 1e-4,
