@@ -13,6 +13,7 @@ from . import synthetic
 from .celeba import CelebA, DataError, attribute_counts, read_attribute_names
 from .sampler import ResumableBatchSampler
 from .transforms import CROPS, crop_box, load_image
+from .workers import worker_init
 
 # The crop each backbone was trained with on CelebA.
 BACKBONE_CROP = {"stargan": "stargan", "attgan": "attgan", "stgan": "attgan"}
@@ -48,4 +49,4 @@ def open_dataset(root: str, backbone: str, attrs: Optional[Sequence[str]], image
 
 __all__ = ["CROPS", "BACKBONE_CROP", "CelebA", "DataError", "ResumableBatchSampler", "attribute_counts",
            "crop_box", "default_attrs", "load_image", "open_dataset", "read_attribute_names", "resolve_root",
-           "synthetic"]
+           "synthetic", "worker_init"]

@@ -43,21 +43,26 @@ class AttributeClassifier(nn.Module):
 
 
 def save(model: AttributeClassifier, path: str, attrs: list, image_size: int, data: str, val_accuracy: dict) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    torch.save({"format": FORMAT, "state_dict": model.state_dict(), "attrs": list(attrs), "image_size": image_size,
-                "width": model.body[0].out_channels, "data": data, "val_accuracy": val_accuracy}, tmp)
-    os.replace(tmp, path)  # never a half-written classifier
+    """Only tensors and plain data (so :func:`load` reads it with ``weights_only=True``),
+    written to a temporary and renamed into place: never a half-written classifier."""
+    from ..training.checkpoint import atomic_save
+
+    atomic_save({"format": FORMAT, "state_dict": model.state_dict(), "attrs": [str(a) for a in attrs],
+                 "image_size": int(image_size), "width": int(model.body[0].out_channels), "data": str(data),
+                 "val_accuracy": {str(k): float(v) for k, v in dict(val_accuracy).items()}}, path)
 
 
-def load(path: str) -> tuple[AttributeClassifier, dict]:
-    """``(model in eval mode, the saved dict)``; ValueError (one line) if unusable."""
+def load(path: str, trusted: bool = False) -> tuple[AttributeClassifier, dict]:
+    """``(model in eval mode, the saved dict)``; ValueError (one line) if unusable.
+
+    Read with ``torch.load(weights_only=True)``: a file that needs more (arbitrary Python
+    objects, whose unpickling can run code) is refused unless ``trusted``.
+    """
+    from ..training.checkpoint import torch_load
+
     if not os.path.isfile(path):
         raise ValueError(f"--classifier: no such file: {path}")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line error
-        raise ValueError(f"--classifier: cannot read {path}: {e}") from None
+    ck = torch_load(path, trusted, what="--classifier", trust_flag="trusted=True (only for files you trust)")
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise ValueError(f"--classifier: {path} is not a camfast-train-classifier file")
     try:

@@ -10,12 +10,16 @@ Every key is checked here (type and choices), so a typo fails before anything is
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from typing import Any, Iterable, Optional
 
 import yaml
 
 from ..models import BACKBONES
+
+# The smallest normal float32: the CAM loss is computed in float32 (see cam_eps in check()).
+LOSS_TINY = 1.1754943508222875e-38
 
 PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
@@ -88,6 +92,7 @@ OPTIONS: dict[str, tuple[tuple, Optional[tuple], str]] = {
     "eval_every": ((int,), None, "iterations between learning-curve points in curve.csv (0: off)"),
     "eval_images": ((int,), None, "validation faces the learning curve edits"),
     "eval_classifier": ((str, None), None, "camfast-train-classifier file that scores the curve's edits (null: recon PSNR only)"),
+    "nonfinite_patience": ((int,), None, "stop with an error after this many consecutive logged steps with a non-finite loss (0: only warn)"),
     "tensorboard": ((bool,), None, "write TensorBoard logs when tensorboard is installed"),
     "progress": ((bool,), None, "progress bar (tqdm) or periodic lines"),
     # model
@@ -107,7 +112,7 @@ DEFAULTS: dict[str, Any] = {
     "cam_backend": "auto",
     "log_every": 10, "sample_every": 1000, "n_samples": 8, "save_every": 1000, "keep_every": 0,
     "g_ema": 0.0, "eval_every": 0, "eval_images": 64, "eval_classifier": None,
-    "tensorboard": True, "progress": True,
+    "nonfinite_patience": 3, "tensorboard": True, "progress": True,
     "model": {},
 }
 
@@ -134,7 +139,7 @@ BACKBONE_DEFAULTS["stgan"] = dict(BACKBONE_DEFAULTS["attgan"])
 # Options that may change when a run is resumed (they do not change what is computed).
 RESUMABLE = {"steps", "device", "threads", "num_workers", "log_every", "sample_every", "save_every",
              "keep_every", "tensorboard", "progress", "data", "data_cache", "out",
-             "eval_every", "eval_images", "eval_classifier", "test_g_mode"}
+             "eval_every", "eval_images", "eval_classifier", "test_g_mode", "nonfinite_patience"}
 
 
 def defaults(backbone: str) -> dict:
@@ -152,10 +157,14 @@ def load_yaml(path: str) -> dict:
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
+    except (UnicodeDecodeError, yaml.reader.ReaderError):
+        raise ConfigError(f"{path}: not a YAML text file (it holds bytes that are not text; a binary file?)") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -257,8 +266,11 @@ def check(cfg: dict) -> dict:
             raise ConfigError(f"{key}: expected an int >= 1, got {out[key]}")
     if out["threads"] is not None and out["threads"] < 1:
         raise ConfigError(f"threads: expected an int >= 1 or null, got {out['threads']}")
+    for key, (types, _, _) in OPTIONS.items():
+        if float in types and isinstance(out[key], float) and not math.isfinite(out[key]):
+            raise ConfigError(f"{key}: expected a finite number, got {out[key]}")
     for key in ("log_every", "sample_every", "save_every", "keep_every", "num_workers", "seed", "synthetic_seed",
-                "eval_every", "cam_g_start", "cam_g_ramp"):
+                "eval_every", "cam_g_start", "cam_g_ramp", "nonfinite_patience"):
         if out[key] < 0:
             raise ConfigError(f"{key}: expected an int >= 0, got {out[key]}")
     for key in ("g_lr", "d_lr", "lambda_gp", "lambda_cls_g", "lambda_cls_d", "lambda_rec",
@@ -269,14 +281,40 @@ def check(cfg: dict) -> dict:
         raise ConfigError(f"eval_images: expected an int >= 1, got {out['eval_images']}")
     if not 0.0 <= out["g_ema"] < 1.0:
         raise ConfigError(f"g_ema: expected a decay in [0, 1) (0: off), got {out['g_ema']}")
+    if out["lr_decay_start"] is not None and out["lr_decay_start"] < 0:
+        raise ConfigError(f"lr_decay_start: expected an iteration >= 0 or null, got {out['lr_decay_start']}")
+    if not 0.0 <= out["lr_decay_factor"] <= 1.0:
+        raise ConfigError(f"lr_decay_factor: expected a multiplier in [0, 1], got {out['lr_decay_factor']}")
+    for key in ("beta1", "beta2"):
+        if not 0.0 <= out[key] < 1.0:
+            raise ConfigError(f"{key}: expected a number in [0, 1), got {out[key]}")
     if not out["cam_eps"] > 0:
         raise ConfigError(f"cam_eps: expected a number > 0, got {out['cam_eps']}")
+    if out["cam_eps"] < LOSS_TINY:
+        # The loss is computed in float32 (cam.py casts every input, also under bf16
+        # autocast): a smaller eps rounds to 0 (or to a denormal, flushed to 0 on GPUs)
+        # and the normalisation divides by zero.
+        raise ConfigError(f"cam_eps: {out['cam_eps']:g} is below the smallest normal float32 ({LOSS_TINY:.3g}), "
+                          "the dtype the loss is computed in, so it would act as 0 and the loss would be NaN; "
+                          "use e.g. 1e-6")
     if out["attrs"] is not None and (not out["attrs"] or not all(isinstance(a, str) for a in out["attrs"])):
         raise ConfigError(f"attrs: expected a non-empty list of attribute names, got {out['attrs']!r}")
     for key in ("image_size", "attrs", "n_attrs"):
         if key in out["model"]:
             raise ConfigError(f"model.{key}: set {'attrs' if key != 'image_size' else 'image_size'} at the top level, not under model")
     return out
+
+
+def check_backend(cfg: dict, device) -> None:
+    """ConfigError now, instead of a traceback at the first step, if ``cam_backend`` cannot
+    run on ``device`` (the sample grids use it even when both CAM weights are 0)."""
+    import torch
+
+    from ..api import _resolve_backend
+    try:
+        _resolve_backend(cfg["cam_backend"], torch.device(device), torch.float32)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise ConfigError(f"cam_backend: {cfg['cam_backend']!r} cannot run on {device}: {e}") from None
 
 
 def resolve(backbone: Optional[str] = None, files: Iterable[tuple[str, str]] = (), flags: Optional[dict] = None,

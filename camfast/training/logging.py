@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import sys
@@ -22,19 +23,23 @@ class MetricsCSV:
     """``metrics.csv``: one row per logged step, fixed columns, blank where not computed.
 
     On resume the rows after the checkpoint's step (logged before a crash, not saved) are
-    dropped, so the file reads as one uninterrupted run.
+    dropped, so the file reads as one uninterrupted run. The file is rewritten to a temporary
+    and renamed into place, so a kill during the rewrite never loses the rows before it.
     """
 
     def __init__(self, path: str, resume_step: Optional[int] = None, columns: Optional[list] = None):
+        from .checkpoint import atomic_write_text
+
         self.path, self.columns = path, list(columns or COLUMNS)
         keep = []
         if resume_step is not None and os.path.isfile(path):
             with open(path, newline="") as f:
                 keep = [r for r in csv.DictReader(f) if r.get("step") and int(r["step"]) <= resume_step]
-        with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, self.columns, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(keep)
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, self.columns, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(keep)
+        atomic_write_text(buf.getvalue(), path)
 
     def write(self, row: dict) -> None:
         with open(self.path, "a", newline="") as f:

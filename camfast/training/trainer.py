@@ -8,6 +8,7 @@ schedule.py, checkpoint.py, logging.py, samples.py, distributed.py.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import time
@@ -22,10 +23,31 @@ from . import checkpoint as ckpt_mod
 from . import distributed, losses, samples, schedule
 from .cam import CamConsistency
 from .conditions import Conditions, sample_targets
-from .config import to_yaml
+from .config import check_backend, to_yaml
 from .curve import LearningCurve
 from .ema import EMA
 from .logging import MetricsCSV, Progress, TensorBoard, notice
+
+
+def _close_loader(it) -> None:
+    """Shut a DataLoader iterator's workers down now.
+
+    Left to interpreter exit (an error's traceback keeps the iterator alive), multiprocessing
+    would SIGTERM them, which they ignore (data.worker_init), and wait for them forever. A
+    worker that does not stop when told is killed.
+    """
+    shutdown = getattr(it, "_shutdown_workers", None)
+    if shutdown is None:  # no worker processes
+        return
+    shutdown()
+    for w in getattr(it, "_workers", []):
+        if w.is_alive():
+            w.kill()
+            w.join(1.0)
+
+
+class NonFiniteError(RuntimeError):
+    """The losses stayed non-finite for ``nonfinite_patience`` logged steps (or the weights went non-finite)."""
 
 
 class Trainer:
@@ -36,6 +58,7 @@ class Trainer:
         self.stop_signal: Optional[int] = None
         if cfg["threads"]:
             torch.set_num_threads(cfg["threads"])
+        check_backend(cfg, device)  # before anything slow: a wrong backend would fail at step 1
 
         # ---- data (local rank 0 generates the synthetic set; the others wait for it)
         root_kwargs = dict(synthetic_images=cfg["synthetic_images"], image_size=cfg["synthetic_size"] or cfg["image_size"],
@@ -82,19 +105,27 @@ class Trainer:
         self.sampler.start_at(self.step)
         # A generator of its own: creating the loader's iterator draws a seed for its workers,
         # and taking it from the global stream would shift every later draw on resume.
+        # Workers ignore SIGINT/SIGTERM (data_mod.worker_init): the main process owns shutdown.
         self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=cfg["num_workers"],
                                  pin_memory=device.type == "cuda", persistent_workers=False,
+                                 worker_init_fn=data_mod.worker_init,
                                  generator=torch.Generator().manual_seed(cfg["seed"]))
+        # The step of the checkpoint on disk (None: none yet), for the messages after an error.
+        self.saved_step: Optional[int] = self.step if resume is not None else None
+        self.start_step = self.step
+        self.error_note: Optional[str] = None
+        self._between_steps = True  # False while an iteration is changing the models
+        self._sigchld = None
 
         # ---- outputs (rank 0 only)
         if self.main:
             os.makedirs(run_dir, exist_ok=True)
-            with open(os.path.join(run_dir, "config.yaml"), "w") as f:
-                f.write(to_yaml(cfg))
-            self.csv = MetricsCSV(os.path.join(run_dir, "metrics.csv"), resume_step=self.step if resume else None)
-            self.tb = TensorBoard(os.path.join(run_dir, "tb"), cfg["tensorboard"], purge_step=self.step if resume else None)
+            # The curve first: it checks its classifier, and a refusal should leave no files.
             self.curve = (LearningCurve(cfg, root, self.attrs, run_dir, self.step if resume else None, device)
                           if cfg["eval_every"] else None)
+            ckpt_mod.atomic_write_text(ckpt_mod.CONFIG_HEADER + "\n" + to_yaml(cfg), os.path.join(run_dir, ckpt_mod.CONFIG))
+            self.csv = MetricsCSV(os.path.join(run_dir, ckpt_mod.METRICS), resume_step=self.step if resume else None)
+            self.tb = TensorBoard(os.path.join(run_dir, "tb"), cfg["tensorboard"], purge_step=self.step if resume else None)
 
     @property
     def G_test(self):
@@ -121,14 +152,28 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def _batches(self):
-        for x, a in self.loader:
-            x, a = x.to(self.device, non_blocking=True), a.to(self.device, non_blocking=True)
-            if self.cfg["flip"]:
-                # Flips are drawn here, in the main process, so the checkpointed RNG state
-                # covers them (a worker's RNG would not be).
-                f = (torch.rand(x.size(0)) < 0.5).to(self.device)
-                x = torch.where(f.view(-1, 1, 1, 1), x.flip(-1), x)
-            yield x, a
+        it = iter(self.loader)
+        if self.cfg["num_workers"] > 0 and self._sigchld is None:
+            # PyTorch's SIGCHLD handler raises "DataLoader worker ... killed" wherever the
+            # main process happens to be, mid-update included, where no step can be saved.
+            # Without it a dead worker is reported by the next fetch (within 5 s), between
+            # steps, where the last completed step is saved (fit).
+            try:
+                old = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                self._sigchld = old if old is not None else signal.SIG_DFL
+            except (ValueError, AttributeError):  # not the main thread / no SIGCHLD
+                pass
+        try:
+            for x, a in it:
+                x, a = x.to(self.device, non_blocking=True), a.to(self.device, non_blocking=True)
+                if self.cfg["flip"]:
+                    # Flips are drawn here, in the main process, so the checkpointed RNG state
+                    # covers them (a worker's RNG would not be).
+                    f = (torch.rand(x.size(0)) < 0.5).to(self.device)
+                    x = torch.where(f.view(-1, 1, 1, 1), x.flip(-1), x)
+                yield x, a
+        finally:
+            _close_loader(it)
 
     # ------------------------------------------------------------------ the objective
 
@@ -216,9 +261,12 @@ class Trainer:
         status = "done"
         t0, t_log, s_log = time.time() - self.elapsed, time.time(), self.step
         batches = self._batches()
+        patience, bad_rows = cfg["nonfinite_patience"], 0
         try:
             while self.step < steps:
+                self._between_steps = True
                 x, a = next(batches)
+                self._between_steps = False
                 b = sample_targets(a)
                 c_edit = self.cond.edit(a, b)
                 f = schedule.lr_factor(cfg, self.step)
@@ -230,6 +278,7 @@ class Trainer:
                     self.last.update(self.g_step(x, a, b, c_edit))
                 self.step += 1
                 self.elapsed = time.time() - t0
+                self._between_steps = True
 
                 row = None
                 if self.main and (self.step % max(cfg["log_every"], 1) == 0 or self.step == steps):
@@ -244,6 +293,11 @@ class Trainer:
                     if not all(torch.isfinite(torch.tensor(v)) for k, v in row.items() if isinstance(v, float)):
                         progress.write(f"warning: non-finite loss at step {self.step}: {row}")
                 progress.update(self.step, row)
+                if self.step % max(cfg["log_every"], 1) == 0 or self.step == steps:
+                    bad_rows = bad_rows + 1 if self._losses_nonfinite() else 0
+                    if patience and bad_rows >= patience:
+                        raise NonFiniteError(f"the losses were non-finite at {bad_rows} consecutive logged steps "
+                                             f"(up to step {self.step})")
 
                 stop = distributed.any_flag(self.dist, self.stop_signal is not None, self.device)
                 if self.main and self.curve is not None and (self._due(cfg["eval_every"]) or self.step == steps):
@@ -257,12 +311,67 @@ class Trainer:
                 if stop:
                     status = "interrupted"
                     break
+            if not self._weights_finite():
+                raise NonFiniteError(f"the run ended at step {self.step} with non-finite weights")
+        except BaseException as e:
+            self._save_after_error(e)
+            raise
         finally:
+            batches.close()  # shuts the workers down now, also after an error
+            if self._sigchld is not None:
+                signal.signal(signal.SIGCHLD, self._sigchld)
+                self._sigchld = None
             self._restore_signal_handlers(old_handlers)
             progress.close()
             if self.main:
                 self.tb.close()
         return status
+
+    def _losses_nonfinite(self) -> bool:
+        """Any of this rank's latest losses non-finite, on any rank (all ranks call this together)."""
+        bad = any(not math.isfinite(float(v)) for v in self.last.values())
+        return distributed.any_flag(self.dist, bad, self.device)
+
+    def _weights_finite(self) -> bool:
+        """G's and D's parameters and buffers all finite (one device sync)."""
+        tensors = [t for m in (self.G_inner, self.D_inner) for t in (*m.parameters(), *m.buffers())
+                   if t.is_floating_point()]
+        if not tensors:
+            return True
+        return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+    def _save_after_error(self, e: BaseException) -> None:
+        """Save the last completed step before an error ends the run, where that is possible.
+
+        Not after a second Ctrl-C (it aborts at once) or a failed checkpoint write (not retried);
+        not mid-iteration (the models are between two steps: the state is no step at all);
+        not under torchrun unless every rank stops together (a save needs every rank).
+        """
+        if isinstance(e, (KeyboardInterrupt, ckpt_mod.CheckpointWriteError)):
+            return
+        if not self._between_steps:
+            self.error_note = "the error came in the middle of an update, so no newer step could be saved"
+            return
+        if self.dist.enabled and not isinstance(e, NonFiniteError):
+            return
+        if self.step in (self.start_step, self.saved_step):
+            return
+        if isinstance(e, NonFiniteError) and not self._weights_finite():
+            return  # save() would refuse: the checkpoint on disk is the last with finite weights
+        try:
+            self.save()
+        except ckpt_mod.CheckpointWriteError as e2:
+            self.error_note = str(e2)
+
+    def checkpoint_note(self) -> str:
+        """Where the run can be continued from, for the last line of an error."""
+        where = self.run_dir
+        if self.error_note:
+            return self.error_note
+        if self.saved_step is None:
+            return f"no checkpoint was written in {where}"
+        return (f"{os.path.join(where, ckpt_mod.LAST)} holds step {self.saved_step} "
+                f"(continue with: camfast-train --resume {where})")
 
     def _due(self, every: int) -> bool:
         return bool(every) and self.step % every == 0
@@ -307,31 +416,77 @@ class Trainer:
             "last_metrics": {k: float(v) for k, v in self.last.items()},  # G's row continues after resume
         }
 
-    def save(self) -> None:
-        """Every rank contributes its RNG state; rank 0 writes."""
+    def save(self) -> bool:
+        """Every rank contributes its RNG state; rank 0 writes ``checkpoint.pt`` (and the kept
+        copy, a link to it). Non-finite weights are not saved: the last checkpoint with finite
+        weights stays. Returns whether a checkpoint was written; CheckpointWriteError if the
+        write failed (the previous checkpoint is then intact)."""
+        if not self._weights_finite():  # the same on every rank: DDP keeps the weights equal
+            if self.main:
+                notice(f"step {self.step}: G or D holds non-finite weights; not saved "
+                       + (f"({ckpt_mod.LAST} keeps step {self.saved_step})" if self.saved_step is not None else ""))
+            return False
         rngs = distributed.gather_objects(self.dist, ckpt_mod.rng_state())
         distributed.check_in_sync(self.dist, {"G": self.G_inner, "D": self.D_inner}, self.device)
         if self.main:
             state = self.state_dict(rngs)
-            ckpt_mod.atomic_save(state, os.path.join(self.run_dir, ckpt_mod.LAST))
+            path = os.path.join(self.run_dir, ckpt_mod.LAST)
+            try:
+                ckpt_mod.atomic_save(state, path)
+            except OSError as e:
+                prev = (f"the previous checkpoint (step {self.saved_step}) is intact" if self.saved_step is not None
+                        else "no checkpoint has been written")
+                raise ckpt_mod.CheckpointWriteError(f"cannot write {path}: {e.strerror or e}; {prev}") from None
+            self.saved_step = self.step
             if self._due(self.cfg["keep_every"]):
-                ckpt_mod.atomic_save(state, os.path.join(self.run_dir, f"checkpoint-{self.step:07d}.pt"))
+                kept = os.path.join(self.run_dir, ckpt_mod.kept_name(self.step))
+                try:
+                    ckpt_mod.keep(path, kept)
+                except OSError as e:
+                    raise ckpt_mod.CheckpointWriteError(
+                        f"cannot write {kept}: {e.strerror or e}; {path} (step {self.step}) was written") from None
         distributed.barrier(self.dist)
+        return True
+
+    def _load_module(self, what: str, module: torch.nn.Module, sd) -> None:
+        """``module.load_state_dict(sd)``, or ValueError in one line naming what does not fit."""
+        own = module.state_dict()
+        if not isinstance(sd, dict):
+            raise ValueError(f"--resume: the checkpoint's {what} is not a state dict")
+        missing = [k for k in own if k not in sd]
+        unexpected = [k for k in sd if k not in own]
+        shapes = [k for k in own if k in sd and (not torch.is_tensor(sd[k]) or sd[k].shape != own[k].shape)]
+        if missing or unexpected or shapes:
+            parts = [f"{label} {keys[:2]}{' ...' if len(keys) > 2 else ''}" for label, keys in
+                     (("missing", missing), ("unexpected", unexpected), ("other shapes for", shapes)) if keys]
+            raise ValueError(f"--resume: the checkpoint's {what} does not fit the {self.cfg['backbone']} model its "
+                             f"config describes ({'; '.join(parts)}): weights of another model, or an edited file")
+        module.load_state_dict(sd)
 
     def _load(self, ckpt: dict) -> None:
-        self.G_inner.load_state_dict(ckpt["G"])
-        self.D_inner.load_state_dict(ckpt["D"])
+        self._load_module("G", self.G_inner, ckpt["G"])
+        self._load_module("D", self.D_inner, ckpt["D"])
         if self.ema is not None:
             if ckpt.get("G_ema") is None:
                 raise ValueError("--resume: the checkpoint has no weight average of G (g_ema was off); keep g_ema: 0")
+            if not isinstance(ckpt["G_ema"], dict) or "model" not in ckpt["G_ema"]:
+                raise ValueError("--resume: the checkpoint's G_ema is malformed")
+            self._load_module("G_ema", self.ema.model, ckpt["G_ema"]["model"])
             self.ema.load_state_dict(ckpt["G_ema"])
-        self.g_opt.load_state_dict(ckpt["g_opt"])
-        self.d_opt.load_state_dict(ckpt["d_opt"])
+        for what, opt in (("g_opt", self.g_opt), ("d_opt", self.d_opt)):
+            try:
+                opt.load_state_dict(ckpt[what])
+            except (ValueError, KeyError, TypeError, RuntimeError) as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ValueError(f"--resume: the checkpoint's {what} does not fit the model: {first}") from None
         self.step, self.elapsed = int(ckpt["step"]), float(ckpt.get("elapsed", 0.0))
         self.last = {k: torch.tensor(v) for k, v in ckpt.get("last_metrics", {}).items()}
         rngs = ckpt["rng"]
         if len(rngs) == self.dist.world:
-            ckpt_mod.set_rng_state(rngs[self.dist.rank])
+            try:
+                ckpt_mod.set_rng_state(rngs[self.dist.rank])
+            except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
+                raise ValueError(f"--resume: the checkpoint's random state is malformed: {e}") from None
         elif self.main:
             notice(f"the checkpoint was written by {len(rngs)} process(es), this run has {self.dist.world}: "
                    "random streams are re-seeded, so the run will not match an uninterrupted one exactly")
