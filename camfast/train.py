@@ -217,7 +217,7 @@ def _claim(args, run_dir: str, ckpt: Optional[dict], path: Optional[str], create
 def _claim_resume_in_place(args, run_dir: str, ckpt: dict, path: str) -> None:
     """``--resume`` writing where the checkpoint lies: refuse to silently drop a newer state."""
     from .training import checkpoint as ckpt_mod
-    from .training.logging import notice
+    from .training.logging import drop_rows_after, notice
 
     if args.overwrite:
         raise config_mod.ConfigError(f"--overwrite would delete the run in {run_dir} that --resume continues; drop it")
@@ -248,6 +248,8 @@ def _claim_resume_in_place(args, run_dir: str, ckpt: dict, path: str) -> None:
                 os.remove(os.path.join(run_dir, rel))
             except OSError:
                 pass
+        for name in (ckpt_mod.METRICS, ckpt_mod.CURVE):  # also when the curve is off now
+            drop_rows_after(os.path.join(run_dir, name), step)
         notice(f"--discard-newer: {run_dir} continues from step {step}; discarded the state after it "
                f"({len(newer)} file(s) and the logged rows after step {step})")
     elif _same_path(path, last):

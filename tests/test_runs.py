@@ -195,6 +195,7 @@ def test_default_run_folders_are_unique(tmp_path, monkeypatch):
 def test_resuming_an_older_kept_checkpoint_needs_discard_newer(cache, tmp_path, capsys):
     out = tmp_path / "run"
     assert run(args_for(out, cache, steps=4, save_every=2, keep_every=2, sample_every=2))[0] == 0
+    (out / "curve.csv").write_text("step,time_s,recon_psnr\n2,1.0,20\n4,2.0,21\n")   # as eval_every 2 writes it
     before = (out / "checkpoint.pt").read_bytes()
     rc, err = run(["--resume", out / "checkpoint-0000002.pt", "--steps", 5], capsys)
     assert rc == 2 and len(err) == 1
@@ -205,6 +206,7 @@ def test_resuming_an_older_kept_checkpoint_needs_discard_newer(cache, tmp_path, 
                    "--discard-newer"], capsys)
     assert rc == 0, err
     assert step_of(out / "checkpoint.pt") == 3 and metric_steps(out) == [1, 2, 3]
+    assert metric_steps(out, "curve.csv") == [2]                     # the curve is off now: its rows stop at 2
     assert not (out / "checkpoint-0000004.pt").exists() and not (out / "samples" / "step-0000004.png").exists()
 
 
@@ -238,6 +240,26 @@ def test_a_data_error_mid_run_saves_the_last_completed_step(tmp_path, capsys):
     assert step_of(out / "checkpoint.pt") == 2
     (root / "img_align_celeba" / bad).write_bytes(good)      # fixed: the run continues
     assert run(["--resume", out])[0] == 0 and step_of(out / "checkpoint.pt") == 5
+
+
+def test_an_unexpected_error_mid_update_keeps_its_traceback_and_the_last_checkpoint(cache, tmp_path, capsys,
+                                                                                    monkeypatch):
+    real = Trainer.d_step
+
+    def bug_at_step_3(self, *args):
+        m = real(self, *args)                                    # D has been updated: no step to save
+        if self.step == 2:
+            raise RuntimeError("a bug")
+        return m
+    monkeypatch.setattr(Trainer, "d_step", bug_at_step_3)
+    out = tmp_path / "run"
+    capsys.readouterr()
+    with pytest.raises(RuntimeError, match="a bug"):
+        main([str(a) for a in args_for(out, cache, steps=5, save_every=1)])
+    err = capsys.readouterr().err
+    assert "the run failed at step 2; the error came in the middle of an update, so no newer step was saved; " \
+           f"{out / 'checkpoint.pt'} holds step 2" in err
+    assert step_of(out / "checkpoint.pt") == 2
 
 
 # ---------------------------------------------------------------- 6: what kill -9 leaves

@@ -46,6 +46,23 @@ class MetricsCSV:
             csv.DictWriter(f, self.columns, extrasaction="ignore").writerow({k: _fmt(row.get(k)) for k in self.columns})
 
 
+def drop_rows_after(path: str, step: int) -> None:
+    """Keep the header and the rows up to ``step`` of a csv with a ``step`` column (atomically)."""
+    from .checkpoint import atomic_write_text
+
+    if not os.path.isfile(path):
+        return
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames or []
+        keep = [r for r in reader if (r.get("step") or "").isdigit() and int(r["step"]) <= step]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fields, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(keep)
+    atomic_write_text(buf.getvalue(), path)
+
+
 def _fmt(v):
     if v is None:
         return ""

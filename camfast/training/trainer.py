@@ -113,7 +113,8 @@ class Trainer:
         # The step of the checkpoint on disk (None: none yet), for the messages after an error.
         self.saved_step: Optional[int] = self.step if resume is not None else None
         self.start_step = self.step
-        self.error_note: Optional[str] = None
+        self.error_note: Optional[str] = None  # why an error saved no newer step
+        self.save_error: Optional[str] = None  # a save after an error that failed
         self._between_steps = True  # False while an iteration is changing the models
         self._sigchld = None
 
@@ -350,9 +351,10 @@ class Trainer:
         if isinstance(e, (KeyboardInterrupt, ckpt_mod.CheckpointWriteError)):
             return
         if not self._between_steps:
-            self.error_note = "the error came in the middle of an update, so no newer step could be saved"
+            self.error_note = "the error came in the middle of an update, so no newer step was saved"
             return
         if self.dist.enabled and not isinstance(e, NonFiniteError):
+            self.error_note = "an error on one process saves no newer step"
             return
         if self.step in (self.start_step, self.saved_step):
             return
@@ -361,17 +363,19 @@ class Trainer:
         try:
             self.save()
         except ckpt_mod.CheckpointWriteError as e2:
-            self.error_note = str(e2)
+            self.save_error = str(e2)
 
     def checkpoint_note(self) -> str:
         """Where the run can be continued from, for the last line of an error."""
+        if self.save_error:  # it names the file and what became of the previous checkpoint
+            return self.save_error
         where = self.run_dir
-        if self.error_note:
-            return self.error_note
         if self.saved_step is None:
-            return f"no checkpoint was written in {where}"
-        return (f"{os.path.join(where, ckpt_mod.LAST)} holds step {self.saved_step} "
-                f"(continue with: camfast-train --resume {where})")
+            note = f"no checkpoint was written in {where}"
+        else:
+            note = (f"{os.path.join(where, ckpt_mod.LAST)} holds step {self.saved_step} "
+                    f"(continue with: camfast-train --resume {where})")
+        return f"{self.error_note}; {note}" if self.error_note else note
 
     def _due(self, every: int) -> bool:
         return bool(every) and self.step % every == 0
