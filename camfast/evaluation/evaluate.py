@@ -176,7 +176,7 @@ def evaluate(run: str, classifier=None, data: Optional[str] = None, split: str =
                     feats["clf_fake"].append(clf.features(fake).double())
             if inception is not None:
                 feats["inc_fake"].append(inception(fake))
-            cam = cam_mask(D, camc, x, fake, a, b).detach()
+            cam = cam_mask(camc, x, fake, a, b).detach()
             cams.append(cam)
             if regions is not None:
                 changed = (a != b).float()  # [B, K]: every attribute this edit changes

@@ -22,22 +22,17 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-import camfast
 from ..data.transforms import to_uint8
 from ..gradcam import unwrap
-from .conditions import flip
 
 PAD = 2
 
 
-def cam_mask(D, cam, x: torch.Tensor, fake: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """D's mask ``[B, 1, H, W]`` for the edit ``x`` (attributes a) -> ``fake`` (attributes b)."""
-    with torch.enable_grad(), cam.capture(D, True) as hook:
-        _, logits_real = D(x.detach().requires_grad_(True))
-        _, logits_fake = D(fake.detach().requires_grad_(True))
-        feats, grads = cam.gradients(hook, a, b, real=(logits_real, 0), fake=(logits_fake, 1), create_graph=False)
-    return camfast.grad_cam_mask([f.detach().float() for f in feats], [g.detach().float() for g in grads],
-                                 tuple(x.shape[-2:]), normalize=cam.normalize, eps=cam.eps, backend=cam.backend)
+def cam_mask(cam, x: torch.Tensor, fake: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """D's mask ``[B, 1, H, W]`` for the edit ``x`` (attributes a) -> ``fake`` (attributes b): the
+    one the CAM-consistency loss would use (``cam`` runs its own D on both images)."""
+    with torch.enable_grad():
+        return cam.mask(x.detach(), fake.detach(), a, b)
 
 
 def _overlay(img: torch.Tensor, m: torch.Tensor, alpha: float = 0.6) -> torch.Tensor:
@@ -61,7 +56,7 @@ def make_grid(G, D, cond, cam, x: torch.Tensor, a: torch.Tensor, attrs: list, te
         blank = torch.full_like(x, 1.0)
         top, bottom = [x.float(), rec], [blank, blank]
         for fake, b in zip(fakes, targets):
-            m = cam_mask(D, cam, x, fake, a, b)
+            m = cam_mask(cam, x, fake, a, b)
             top.append(fake)
             bottom.append(torch.stack([_overlay(fake[i], m[i]) for i in range(len(x))]))
     finally:
