@@ -303,8 +303,8 @@ class Trainer:
                 stop = distributed.any_flag(self.dist, self.stop_signal is not None, self.device)
                 if self.main and self.curve is not None and (self._due(cfg["eval_every"]) or self.step == steps):
                     point = self.curve.measure(self.G_test, self.cond, self.step, self.elapsed)
-                    progress.write("curve: " + ", ".join(f"{k} {point[k]:.3g}" for k in ("step", "edit_accuracy", "recon_psnr")
-                                                         if k in point))
+                    progress.write(f"curve: step {point['step']}, " + ", ".join(
+                        f"{k} {point[k]:.3g}" for k in ("edit_accuracy", "recon_psnr") if k in point))
                 if self._due(cfg["sample_every"]) or self.step == steps:
                     self.write_samples()
                 if stop or self._due(cfg["save_every"]) or self.step == steps:
