@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="G's normalisation: running statistics (eval; default for AttGAN and STGAN, as their test "
                         "code) or the batch's own (train; default for StarGAN, as its test code). Default: the run's "
                         "test_g_mode")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="load files that hold Python objects beyond tensors and plain data (unpickling them can "
+                        "run code: only for files from a source you trust)")
     p.add_argument("--weights", default="auto", choices=["auto", "ema", "raw"],
                    help="G's weights: the moving average (ema) when the run kept one (auto, default) or as trained (raw)")
     p.add_argument("--inception-weights", metavar="PATH",
@@ -126,7 +129,7 @@ def main(argv=None) -> int:
     try:
         if not os.path.exists(args.run):  # before anything slow
             raise ValueError(f"--run: no such folder: {args.run}")
-        clf = clf_mod.load(args.classifier) if args.classifier else None
+        clf = clf_mod.load(args.classifier, args.trust_checkpoint) if args.classifier else None
         inception, why = (None, "no --inception-weights given")
         if args.inception_weights:
             inception, why = fid_mod.inception_features(args.inception_weights)
@@ -134,7 +137,7 @@ def main(argv=None) -> int:
                 print(f"camfast-eval: notice: inception_fid will be null: {why}", file=sys.stderr)
         report, sheet = ev.evaluate(args.run, clf, data=args.data, split=args.split, limit=args.limit,
                                     batch_size=args.batch_size, cam_threshold=args.cam_threshold, g_mode=args.g_mode,
-                                    weights=args.weights,
+                                    weights=args.weights, trusted=args.trust_checkpoint,
                                     inception=inception, inception_reason=why, n_sample_faces=max(args.n_samples, 1),
                                     progress=_progress(not args.no_progress))
         out = args.out or (args.run if os.path.isdir(args.run) else os.path.dirname(os.path.abspath(args.run)))

@@ -259,3 +259,20 @@ def test_eval_scorecard(tiny, tmp_path, capsys):
     assert "scorecard (stgan, step 1, 2 test images, G eval mode, raw weights)" in out
     for words in ("edit accuracy", "change outside region", "D's CAM IoU", "reconstruction PSNR", "Mustache"):
         assert words in out, words
+
+
+def test_eval_refuses_a_checkpoint_with_python_objects_unless_trusted(tiny, tmp_path, capsys):
+    import datetime
+    run = str(tmp_path / "run")
+    assert train_main(tiny_args("attgan", tiny["cache"], run, steps=1)) == 0
+    path = os.path.join(run, "checkpoint.pt")
+    ck = torch.load(path, weights_only=True)
+    ck["note"] = datetime.date(2026, 12, 2)        # unpickling a class: could be anything
+    torch.save(ck, path)
+    args = ["--run", run, "--classifier", tiny["clf"], "--out", str(tmp_path / "ev"), "--limit", "2",
+            "--no-progress", "--n-samples", "0"]
+    capsys.readouterr()
+    assert eval_main(args) != 0
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--trust-checkpoint" in err and "datetime" in err
+    assert eval_main(args + ["--trust-checkpoint"]) == 0

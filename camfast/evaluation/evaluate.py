@@ -48,7 +48,7 @@ FIELDS = PER_PAIR + PER_IMAGE + ("classifier_fid", "inception_fid")
 
 # ---------------------------------------------------------------- loading
 
-def load_run(run: str, weights: str = "auto") -> tuple[dict, torch.nn.Module, torch.nn.Module, int]:
+def load_run(run: str, weights: str = "auto", trusted: bool = False) -> tuple[dict, torch.nn.Module, torch.nn.Module, int]:
     """``(config, G, D, step)`` of a run folder (or checkpoint file); ValueError in one line.
 
     ``weights``: ``ema`` (G's weight average, if the run kept one), ``raw`` (G as trained)
@@ -63,7 +63,7 @@ def load_run(run: str, weights: str = "auto") -> tuple[dict, torch.nn.Module, to
         raise ValueError(f"--run: no {ckpt_mod.LAST} in {run} (is it a camfast-train run folder?)")
     path = ckpt_mod.find(run)
     try:
-        ck = ckpt_mod.load(path)
+        ck = ckpt_mod.load(path, trusted)
     except ValueError as e:
         raise ValueError(str(e).replace("--resume", "--run")) from None
     cfg = ck["config"]
@@ -115,10 +115,11 @@ def region_masks(root: str, files: list, attrs: list, size: int) -> torch.Tensor
 
 def evaluate(run: str, classifier=None, data: Optional[str] = None, split: str = "test", limit: Optional[int] = None,
              batch_size: int = 50, cam_threshold: float = 0.5, g_mode: Optional[str] = None, weights: str = "auto",
+             trusted: bool = False,
              inception: Optional[Callable] = None, inception_reason: Optional[str] = "no --inception-weights given",
              n_sample_faces: int = 4, progress: Callable = lambda it, **kw: it, log=print) -> tuple[dict, dict]:
     """Returns ``(report, sheet_inputs)``; ``report`` is what eval.json holds."""
-    cfg, G, D, step = load_run(run, weights)
+    cfg, G, D, step = load_run(run, weights, trusted)
     if g_mode is None:  # the run's own test mode (runs older than the option: the backbone's)
         g_mode = cfg.get("test_g_mode") or DEFAULT_G_MODE[cfg["backbone"]]
     if g_mode not in ("train", "eval"):
