@@ -31,7 +31,8 @@ except Exception as e:  # ImportError, or a triton that fails at import on this 
 else:
     try:
         from . import kernels as _k
-    except Exception as e:  # e.g. camfast.kernels not installed (setup.py maps it from kernels/)
+    except Exception as e:  # e.g. a kernels/ that fails to import (installed by setup.py's
+        # package_dir mapping; in a checkout found by the finder in camfast/__init__.py)
         WHY_NOT = f"camfast.kernels failed to import: {type(e).__name__}: {e}"
 
 
