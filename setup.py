@@ -3,6 +3,10 @@
 The C++ part (op schemas + CPU kernels) is always built. The CUDA kernels are added when a
 CUDA toolkit is found or FORCE_CUDA=1; CAMFAST_CPU_ONLY=1 skips them. Without a visible GPU
 they are compiled for sm_80 and sm_90 (override with TORCH_CUDA_ARCH_LIST).
+
+The built library is copied into camfast/ atomically (a new file renamed over the old one):
+processes that already mapped the old library keep a complete file instead of crashing with
+SIGBUS on a half-written one.
 """
 import glob
 import os
@@ -90,7 +94,23 @@ def make_extension():
                            extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
     print(f"camfast: building camfast._C ({'CPU + CUDA ' + archs if with_cuda else 'CPU only'})"
           + (f", CUDA_HOME={cuda_home}" if cuda_home else ""))
-    return ext, BuildExtension.with_options(use_ninja=shutil.which("ninja") is not None)
+    base = BuildExtension.with_options(use_ninja=shutil.which("ninja") is not None)
+
+    class build_ext(base):
+        def copy_file(self, infile, outfile, *args, **kwargs):
+            """Copy to a temporary name, then rename over the destination.
+
+            distutils truncates and rewrites the destination in place: a process that mapped
+            the old camfast/_C*.so (a running training job) then faults on pages that are
+            gone (SIGBUS). A rename leaves the old inode intact for them."""
+            if self.dry_run or not os.path.isfile(infile) or os.path.isdir(outfile):
+                return super().copy_file(infile, outfile, *args, **kwargs)
+            tmp = f"{outfile}.tmp-{os.getpid()}"
+            shutil.copy2(infile, tmp)
+            os.replace(tmp, outfile)
+            return outfile, True
+
+    return ext, build_ext
 
 
 ext, build_ext = make_extension()

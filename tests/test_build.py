@@ -1,4 +1,5 @@
-"""Building and loading: the in-place checkout flow. No GPU needed."""
+"""Building and loading: the in-place checkout flow, safe replacement and loading of camfast/_C.
+No GPU needed."""
 import os
 import shutil
 import subprocess
@@ -7,7 +8,7 @@ import sys
 import pytest
 import torch
 
-import camfast
+from camfast import _extension
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SITE = os.path.dirname(os.path.dirname(torch.__file__))
@@ -59,3 +60,101 @@ def test_kernels_finder_only_in_a_checkout(tmp_path):
     )
     out = run_isolated(code, tmp_path / "site", tmp_path, {"CAMFAST_NO_EXTENSION": "1", "TRITON_INTERPRET": "1"})
     assert out.returncode == 0, out.stderr[-3000:]
+
+
+# ---------------------------------------------------------------- setup.py
+
+def _setup_scope():
+    """setup.py's globals, executed for `--name` (no build)."""
+    scope = {"__file__": os.path.join(ROOT, "setup.py"), "__name__": "__setup__"}
+    argv, env = sys.argv, dict(os.environ)
+    sys.argv = ["setup.py", "-q", "--name"]
+    try:
+        with open(os.path.join(ROOT, "setup.py")) as f:
+            exec(compile(f.read(), "setup.py", "exec"), scope)
+    finally:
+        sys.argv = argv
+        os.environ.clear()
+        os.environ.update(env)  # setup.py sets CUDA_HOME and TORCH_CUDA_ARCH_LIST
+    return scope
+
+
+def test_inplace_copy_replaces_the_library_atomically(tmp_path):
+    """A process that mapped the old library must keep a complete file: the copy goes to a new
+    inode that is renamed over the old name (distutils truncates and rewrites in place)."""
+    from setuptools.dist import Distribution
+
+    build_ext = _setup_scope()["build_ext"]
+    cmd = build_ext(Distribution())
+    old, new = tmp_path / "lib.so", tmp_path / "new.so"
+    old.write_bytes(b"old" * 1000)
+    new.write_bytes(b"new" * 2000)
+    held = open(old, "rb")  # noqa: SIM115  (stands for a process that mapped the library)
+    try:
+        ino = os.fstat(held.fileno()).st_ino
+        assert cmd.copy_file(str(new), str(old)) == (str(old), True)
+        assert old.read_bytes() == b"new" * 2000
+        assert os.stat(old).st_ino != ino
+        assert held.read() == b"old" * 1000  # the old file is intact for its users
+    finally:
+        held.close()
+    assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
+
+
+# ---------------------------------------------------------------- a damaged or outdated library
+
+def _package_copy(tmp_path):
+    pkg = tmp_path / "camfast"
+    shutil.copytree(os.path.join(ROOT, "camfast"), pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    return pkg
+
+
+FALLBACK = (
+    "import warnings, torch\n"
+    "with warnings.catch_warnings(record=True) as w:\n"
+    "    warnings.simplefilter('always')\n"
+    "    import camfast\n"
+    "msgs = [str(x.message) for x in w if 'camfast' in str(x.message)]\n"
+    "assert len(msgs) == 1, msgs\n"
+    "assert WORDS in msgs[0] and 'reference' in msgs[0], msgs\n"
+    "assert camfast.backends()['auto']['cpu'] == 'reference'\n"
+    "r, f = torch.randn(2, 1, 2, 5, 5)\n"
+    "print(camfast.cam_consistency_loss(r, f, torch.randn(1, 2, 3, 3), torch.randn(1, 2, 3, 3)).item())\n"
+)
+
+
+@pytest.mark.skipif(not SO, reason="camfast/_C*.so is not built in the checkout")
+def test_truncated_library_warns_instead_of_crashing(tmp_path):
+    """A cut-off _C.so (an interrupted copy) used to kill the interpreter with SIGBUS."""
+    pkg = _package_copy(tmp_path)
+    so = pkg / SO[0]
+    so.write_bytes(so.read_bytes()[: os.path.getsize(so) // 2])
+    assert "truncated" in _extension.elf_problem(str(so))
+    out = run_isolated(FALLBACK.replace("WORDS", "'damaged'"), tmp_path, tmp_path)
+    assert out.returncode == 0, (out.returncode, out.stderr[-3000:])
+
+
+@pytest.mark.skipif(not SO, reason="camfast/_C*.so is not built in the checkout")
+def test_library_missing_a_new_op_warns_instead_of_failing(tmp_path):
+    """After a pull that adds an op on both sides, the unrebuilt library lacks it: one warning
+    naming the op and the reference path, not an import error."""
+    pkg = _package_copy(tmp_path)
+    ops = (pkg / "ops.py").read_text()
+    assert 'OPS = ("cam_mask",' in ops
+    (pkg / "ops.py").write_text(ops.replace('OPS = ("cam_mask",', 'OPS = ("cam_mask_v2", "cam_mask",'))
+    out = run_isolated(FALLBACK.replace("WORDS", "'camfast::cam_mask_v2'"), tmp_path, tmp_path)
+    assert out.returncode == 0, (out.returncode, out.stderr[-3000:])
+
+
+def test_elf_check_accepts_real_libraries():
+    assert _extension.elf_problem(torch._C.__file__) is None
+    for so in SO:
+        assert _extension.elf_problem(os.path.join(ROOT, "camfast", so)) is None
+
+
+def test_elf_check_rejects_garbage(tmp_path):
+    p = tmp_path / "x.so"
+    p.write_bytes(b"\x7fELF")
+    assert _extension.elf_problem(str(p)) is not None
+    p.write_bytes(b"not a library at all, just text" * 10)
+    assert "not an ELF" in _extension.elf_problem(str(p))
