@@ -1,8 +1,10 @@
 """Build camfast and its compiled extension camfast._C.
 
 The C++ part (op schemas + CPU kernels) is always built. The CUDA kernels are added when a
-CUDA toolkit is found or FORCE_CUDA=1; CAMFAST_CPU_ONLY=1 skips them. Without a visible GPU
-they are compiled for sm_80 and sm_90 (override with TORCH_CUDA_ARCH_LIST).
+CUDA toolkit is found or FORCE_CUDA=1; CAMFAST_CPU_ONLY=1 skips them. They are compiled for
+sm_80 and sm_90 plus PTX for compute_90 (DEFAULT_CUDA_ARCHS), so that newer GPUs can JIT the
+PTX; TORCH_CUDA_ARCH_LIST overrides the list. The list is compiled into the extension
+(camfast.build_info()["cuda_archs"]) and `backend="auto"` checks the device against it.
 
 The built library is copied into camfast/ atomically (a new file renamed over the old one):
 processes that already mapped the old library keep a complete file instead of crashing with
@@ -10,6 +12,7 @@ SIGBUS on a half-written one.
 """
 import glob
 import os
+import re
 import shutil
 import sys
 
@@ -25,6 +28,10 @@ def _load(name: str) -> dict:
     with open(os.path.join(ROOT, "camfast", name)) as f:
         exec(f.read(), scope)
     return scope
+
+
+# SASS for A100 (8.0, also runs on 8.6/8.9) and H100/H200 (9.0), PTX for everything newer.
+DEFAULT_CUDA_ARCHS = "8.0;9.0+PTX"
 
 
 def _version() -> str:
@@ -67,13 +74,14 @@ def make_extension():
         # Must happen before torch.utils.cpp_extension is imported: it reads CUDA_HOME then.
         os.environ["CUDA_HOME"] = cuda_home
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
-    import torch
 
     archs = ""
     if with_cuda:
-        if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
-            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
-        archs = os.environ.get("TORCH_CUDA_ARCH_LIST", "native")
+        # Also with a GPU visible: torch would otherwise build for that GPU only ("native"),
+        # and the list compiled in must name real architectures for the device check.
+        if not os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip():
+            os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_CUDA_ARCHS
+        archs = ";".join(a for a in re.split(r"[;,\s]+", os.environ["TORCH_CUDA_ARCH_LIST"]) if a)
     define = [
         ("CAMFAST_VERSION", f'"{_version()}"'),
         ("CAMFAST_SOURCE_HASH", f'"{_load("_srchash.py")["source_hash"](ROOT, with_cuda)}"'),

@@ -85,6 +85,71 @@ def elf_problem(path: str) -> Optional[str]:
     return None
 
 
+# ---------------------------------------------------------------- CUDA architectures
+
+def parse_arch_list(archs: str):
+    """(sass, ptx) of an arch list as TORCH_CUDA_ARCH_LIST spells it ("8.0;9.0+PTX", also with
+    commas or spaces): lists of codes like "80", "90a", "100f". None when a token is not an
+    X.Y[a|f][+PTX] number (e.g. "native"): the list then cannot be judged."""
+    sass, ptx = [], []
+    for token in archs.replace(",", ";").replace(" ", ";").split(";"):
+        token = token.strip()
+        if not token:
+            continue
+        with_ptx = token.upper().endswith("+PTX")
+        base = token[:-4] if with_ptx else token
+        suffix = base[-1] if base[-1:] in ("a", "f") else ""
+        num = base[:-1] if suffix else base
+        major, _, minor = num.partition(".")
+        if not (major.isdigit() and minor.isdigit() and len(minor) == 1):
+            return None
+        code = f"{int(major)}{minor}{suffix}"
+        sass.append(code)
+        if with_ptx:
+            ptx.append(code)
+    return sass, ptx
+
+
+def _split(code: str):
+    suffix = code[-1] if code[-1] in ("a", "f") else ""
+    digits = code[:-1] if suffix else code
+    return int(digits[:-1]), int(digits[-1]), suffix
+
+
+def sass_runs_on(code: str, capability) -> bool:
+    """Binary code for sm_<code> runs on a device of this (major, minor) capability: same
+    major and minor <= the device's ("a": exactly that arch; "f": the same family)."""
+    major, minor, suffix = _split(code)
+    if suffix == "a":
+        return (major, minor) == tuple(capability)
+    return major == capability[0] and minor <= capability[1]
+
+
+def ptx_runs_on(code: str, capability) -> bool:
+    """PTX for compute_<code> is JIT-compiled by the driver for any device at least as new
+    ("a"/"f" PTX only for that arch / family)."""
+    major, minor, suffix = _split(code)
+    if suffix:
+        return sass_runs_on(code, capability)
+    return (major, minor) <= tuple(capability)
+
+
+def arch_mismatch(archs: Optional[str], capability) -> Optional[str]:
+    """Why kernels built for ``archs`` cannot run on a device of ``capability``, or None
+    (also when the list cannot be judged)."""
+    parsed = parse_arch_list(archs) if archs else None
+    if parsed is None:
+        return None
+    sass, ptx = parsed
+    if any(sass_runs_on(c, capability) for c in sass) or any(ptx_runs_on(c, capability) for c in ptx):
+        return None
+    cc = f"{capability[0]}.{capability[1]}"
+    have = ", ".join(f"sm_{c}" for c in sass) or "none"
+    have_ptx = ", ".join(f"compute_{c}" for c in ptx) or "none"
+    return (f"camfast._C has CUDA code for SASS {have} and PTX {have_ptx}; neither runs on this GPU "
+            f"(compute capability {cc}): rebuild with TORCH_CUDA_ARCH_LIST=\"{cc}\"")
+
+
 # ---------------------------------------------------------------- loading
 
 def missing_ops(names) -> list:
@@ -156,7 +221,9 @@ _load()
 
 
 def build_info() -> dict:
-    """What was built and loaded: extension state, version, CUDA kernels compiled in."""
+    """What was built and loaded: extension state, version, CUDA kernels and architectures."""
+    archs = INFO.get("cuda_archs") or None
+    sass, ptx = (parse_arch_list(archs) or ([], [])) if archs else ([], [])
     return {
         "version": __version__,
         "extension_loaded": LOADED,
@@ -165,7 +232,9 @@ def build_info() -> dict:
         "extension_version": INFO.get("version"),
         "source_hash": INFO.get("source_hash"),
         "cuda_kernels": INFO.get("cuda") == "1",
-        "cuda_archs": INFO.get("cuda_archs") or None,
+        "cuda_archs": archs,
+        "cuda_sass": [f"sm_{a}" for a in sass],
+        "cuda_ptx": [f"compute_{a}" for a in ptx],
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
     }

@@ -6,6 +6,7 @@ the compiled CPU kernels, then the reference on the CPU) and call it.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import Optional, Sequence, Union
@@ -30,8 +31,21 @@ def _triton_status() -> tuple[bool, str]:
     return triton_ops.AVAILABLE, triton_ops.WHY_NOT
 
 
-def _why_not(name: str) -> Optional[str]:
-    """None if backend ``name`` can run somewhere on this machine, else the reason."""
+def _cuda_device(device: Optional[torch.device]) -> torch.device:
+    """``device`` with its index filled in (the current device for "cuda")."""
+    if device is None or device.type != "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
+    return device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
+
+
+@functools.lru_cache(maxsize=None)
+def _arch_problem(archs: Optional[str], index: int) -> Optional[str]:
+    return _extension.arch_mismatch(archs, torch.cuda.get_device_capability(index))
+
+
+def _why_not(name: str, device: Optional[torch.device] = None) -> Optional[str]:
+    """None if backend ``name`` can run on ``device`` (default: somewhere on this machine; for
+    CUDA the current device), else the reason."""
     if name == "reference":
         return None
     if name in ("cpu", "cuda"):
@@ -44,6 +58,7 @@ def _why_not(name: str) -> Optional[str]:
                 return "camfast._C was built without CUDA kernels (no CUDA toolkit found, or CAMFAST_CPU_ONLY=1)"
             if not torch.cuda.is_available():
                 return "no CUDA device is visible"
+            return _arch_problem(_extension.INFO.get("cuda_archs") or None, _cuda_device(device).index)
         return None
     if name == "triton":
         ok, why = _triton_status()
@@ -63,7 +78,7 @@ def _auto(device: torch.device, dtype: torch.dtype) -> str:
     else:
         order = ()
     for name in order:
-        if _why_not(name) is None:
+        if _why_not(name, device) is None:
             return name
     return "reference"
 
@@ -76,7 +91,7 @@ def backends() -> dict:
         out[name] = {"available": why is None, "why_not": why}
     out["auto"] = {
         "cpu": _auto(torch.device("cpu"), torch.float32),
-        "cuda": _auto(torch.device("cuda"), torch.float32) if torch.cuda.is_available() else None,
+        "cuda": _auto(_cuda_device(None), torch.float32) if torch.cuda.is_available() else None,
     }
     return out
 
@@ -86,7 +101,7 @@ def _resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> 
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
         return _auto(device, dtype)
-    why = _why_not(backend)
+    why = _why_not(backend, device if backend == "cuda" and device.type == "cuda" else None)
     if why is not None:
         raise RuntimeError(f"backend {backend!r} is not available: {why}")
     if backend == "cpu" and device.type != "cpu":

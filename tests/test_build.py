@@ -1,5 +1,5 @@
-"""Building and loading: the in-place checkout flow, safe replacement and loading of camfast/_C.
-No GPU needed."""
+"""Building and loading: the in-place checkout flow, safe replacement and loading of camfast/_C,
+and the CUDA architecture check of backend selection. No GPU needed."""
 import os
 import shutil
 import subprocess
@@ -8,7 +8,8 @@ import sys
 import pytest
 import torch
 
-from camfast import _extension
+import camfast
+from camfast import _extension, api
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SITE = os.path.dirname(os.path.dirname(torch.__file__))
@@ -77,6 +78,13 @@ def _setup_scope():
         os.environ.clear()
         os.environ.update(env)  # setup.py sets CUDA_HOME and TORCH_CUDA_ARCH_LIST
     return scope
+
+
+def test_default_archs_include_ptx():
+    scope = _setup_scope()
+    assert scope["DEFAULT_CUDA_ARCHS"] == "8.0;9.0+PTX"
+    sass, ptx = _extension.parse_arch_list(scope["DEFAULT_CUDA_ARCHS"])
+    assert sass == ["80", "90"] and ptx == ["90"]
 
 
 def test_inplace_copy_replaces_the_library_atomically(tmp_path):
@@ -158,3 +166,63 @@ def test_elf_check_rejects_garbage(tmp_path):
     assert _extension.elf_problem(str(p)) is not None
     p.write_bytes(b"not a library at all, just text" * 10)
     assert "not an ELF" in _extension.elf_problem(str(p))
+
+
+# ---------------------------------------------------------------- CUDA architectures
+
+@pytest.mark.parametrize("archs,cap,runs", [
+    ("8.0,9.0", (8, 0), True),
+    ("8.0,9.0", (8, 6), True),         # sm_80 SASS runs on 8.x
+    ("8.0,9.0", (9, 0), True),
+    ("8.0,9.0", (10, 0), False),       # the old default: no SASS and no PTX for a B200
+    ("8.0,9.0", (12, 0), False),
+    ("8.0,9.0+PTX", (10, 0), True),    # PTX is JIT-compiled for newer GPUs
+    ("8.0,9.0+PTX", (12, 0), True),
+    ("8.0,9.0+PTX", (7, 5), False),    # ... but not for older ones
+    ("9.0a", (9, 0), True),
+    ("9.0a+PTX", (10, 0), False),      # arch-specific code runs on exactly that arch
+    ("10.0f", (10, 3), True),          # family code: same major, newer minor
+    ("native", (7, 0), True),          # a list that cannot be judged is not judged
+])
+def test_arch_mismatch(archs, cap, runs):
+    why = _extension.arch_mismatch(archs, cap)
+    assert (why is None) == runs, why
+    if not runs:
+        assert f"{cap[0]}.{cap[1]}" in why and "TORCH_CUDA_ARCH_LIST" in why
+
+
+def _fake_cuda(monkeypatch, archs, cap):
+    monkeypatch.setattr(_extension, "LOADED", True)
+    monkeypatch.setattr(_extension, "STALE", False)
+    monkeypatch.setattr(_extension, "INFO", dict(_extension.INFO, cuda="1", cuda_archs=archs))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: cap)
+    api._arch_problem.cache_clear()
+
+
+def test_auto_skips_cuda_when_no_kernel_image_fits(monkeypatch):
+    """On a GPU newer than every built architecture (and no PTX), CUDA is unavailable with the
+    reason; auto moves on instead of failing with "no kernel image is available"."""
+    try:
+        _fake_cuda(monkeypatch, "8.0,9.0", (12, 0))
+        why = api._why_not("cuda", torch.device("cuda", 0))
+        assert why and "12.0" in why and "sm_80" in why
+        assert api._auto(torch.device("cuda", 0), torch.float32) != "cuda"
+        with pytest.raises(RuntimeError, match="12.0"):
+            api._resolve_backend("cuda", torch.device("cuda", 0), torch.float32)
+        _fake_cuda(monkeypatch, "8.0,9.0+PTX", (12, 0))
+        assert api._why_not("cuda", torch.device("cuda", 0)) is None
+        assert api._auto(torch.device("cuda", 0), torch.float32) == "cuda"
+    finally:
+        api._arch_problem.cache_clear()
+
+
+def test_build_info_reports_archs():
+    info = camfast.build_info()
+    assert {"cuda_archs", "cuda_sass", "cuda_ptx"} <= set(info)
+    if info["cuda_kernels"] and info["cuda_archs"]:
+        parsed = _extension.parse_arch_list(info["cuda_archs"])
+        if parsed is not None:
+            assert info["cuda_sass"] == [f"sm_{c}" for c in parsed[0]]
+            assert info["cuda_ptx"] == [f"compute_{c}" for c in parsed[1]]
