@@ -13,7 +13,14 @@ the Triton interpreter (``TRITON_INTERPRET=1`` set before this package is import
 
 Accumulation is fp32 for fp32/fp16/bf16 storage. fp64 is not supported (a TypeError says so);
 the reference and the C++ backend cover fp64/gradcheck.
+
+Every launcher validates its arguments (``check_cam_args``, ``check_l1_args``: the messages of
+the C++ ops), runs on the tensors' CUDA device (``device_guard``: Triton launches on the
+current device and its current stream) and defines empty inputs as docs/kernels.md does.
+Divisions use ``tl.math.div_rn`` (IEEE round-to-nearest): on a GPU Triton's ``/`` on fp32 is
+the approximate ``div.full.f32`` (up to 2 ulp), unlike the interpreter.
 """
+import contextlib
 import os
 
 import torch
@@ -71,6 +78,97 @@ def check_tensor(name: str, t: torch.Tensor) -> None:
             f"camfast Triton kernels need CUDA tensors; {name} is on the CPU "
             f"(set TRITON_INTERPRET=1 before importing camfast.kernels to run them on the CPU)"
         )
+
+
+def device_guard(t: torch.Tensor):
+    """Make ``t``'s CUDA device current while launching (a no-op for CPU tensors).
+
+    Triton launches on ``torch.cuda.current_device()`` and that device's current stream, so
+    without the guard tensors on cuda:1 with cuda:0 current would be handed to a kernel running
+    on the wrong GPU."""
+    if t.device.type == "cuda":
+        return torch.cuda.device(t.device)
+    return contextlib.nullcontext()
+
+
+_FLOAT = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def _shape(t) -> tuple:
+    return tuple(t.shape) if isinstance(t, torch.Tensor) else ()
+
+
+def check_cam_args(op: str, feats, grads):
+    """(B, h, w) of valid stage-1 arguments; raises as the C++ ops do (argument names, ValueError
+    for shapes and devices, TypeError for dtypes)."""
+    if len(feats) == 0:
+        raise ValueError(f"{op}: feats must hold at least one tensor, got an empty list")
+    if len(feats) != len(grads):
+        raise ValueError(f"{op}: feats and grads must have the same length, got {len(feats)} feats and {len(grads)} grads")
+    f0 = feats[0]
+    if not isinstance(f0, torch.Tensor) or f0.dim() != 4:
+        raise ValueError(f"{op}: feats[0] must be [B, C, h, w], got {list(_shape(f0))}")
+    if f0.dtype not in _FLOAT:
+        raise TypeError(f"{op}: feats[0] must be float32, float16, bfloat16 or float64, got {f0.dtype}")
+    B, _, h, w = f0.shape
+    for s, (f, g) in enumerate(zip(feats, grads)):
+        if not isinstance(f, torch.Tensor) or f.dim() != 4 or (f.shape[0], f.shape[2], f.shape[3]) != (B, h, w):
+            raise ValueError(f"{op}: feats[{s}] must be [B={B}, C, h={h}, w={w}] (as feats[0]), got {list(_shape(f))}")
+        if not isinstance(g, torch.Tensor) or g.shape != f.shape:
+            raise ValueError(f"{op}: grads[{s}] must have the shape of feats[{s}] {list(f.shape)}, got {list(_shape(g))}")
+        if f.dtype != f0.dtype or g.dtype != f0.dtype:
+            raise TypeError(f"{op}: feats[{s}] and grads[{s}] must have the dtype of feats[0] ({f0.dtype}), "
+                            f"got {f.dtype} and {g.dtype}")
+        if f.device != f0.device or g.device != f0.device:
+            raise ValueError(f"{op}: feats[{s}] and grads[{s}] must be on the device of feats[0] ({f0.device}), "
+                             f"got {f.device} and {g.device}")
+        check_tensor(f"feats[{s}]", f)
+        check_tensor(f"grads[{s}]", g)
+    return B, h, w
+
+
+def check_grad_mask(op: str, grad_mask, B: int, h: int, w: int, like: torch.Tensor) -> None:
+    if not isinstance(grad_mask, torch.Tensor) or tuple(grad_mask.shape) != (B, h, w):
+        raise ValueError(f"{op}: grad_mask must be [B={B}, h={h}, w={w}], got {list(_shape(grad_mask))}")
+    if grad_mask.dtype not in _FLOAT:
+        raise TypeError(f"{op}: grad_mask must have a floating dtype, got {grad_mask.dtype}")
+    if grad_mask.device != like.device:
+        raise ValueError(f"{op}: grad_mask must be on the device of feats ({like.device}), got {grad_mask.device}")
+
+
+def check_l1_args(op: str, real, fake, mask):
+    """(B, K, H, W, h, w) of valid stage-2 arguments; raises as the C++ ops do."""
+    if not isinstance(real, torch.Tensor) or real.dim() != 4:
+        raise ValueError(f"{op}: real must be [B, K, H, W], got {list(_shape(real))}")
+    if real.dtype not in _FLOAT:
+        raise TypeError(f"{op}: real must be float32, float16, bfloat16 or float64, got {real.dtype}")
+    if not isinstance(fake, torch.Tensor) or fake.shape != real.shape:
+        raise ValueError(f"{op}: fake must have the shape of real {list(real.shape)}, got {list(_shape(fake))}")
+    if fake.dtype != real.dtype:
+        raise TypeError(f"{op}: fake must have the dtype of real ({real.dtype}), got {fake.dtype}")
+    if fake.device != real.device:
+        raise ValueError(f"{op}: fake must be on the device of real ({real.device}), got {fake.device}")
+    B = real.shape[0]
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 3 or mask.shape[0] != B:
+        raise ValueError(f"{op}: mask must be [B={B}, h, w], got {list(_shape(mask))}")
+    if mask.shape[1] < 1 or mask.shape[2] < 1:
+        raise ValueError(f"{op}: mask must have h, w >= 1 (an empty mask cannot be sampled), got {list(mask.shape)}")
+    acc = torch.float64 if real.dtype == torch.float64 else torch.float32
+    if mask.dtype != acc:
+        raise TypeError(f"{op}: mask dtype must be {acc} for images of dtype {real.dtype}, got {mask.dtype}")
+    if mask.device != real.device:
+        raise ValueError(f"{op}: mask must be on the device of real ({real.device}), got {mask.device}")
+    check_tensor("real", real)
+    return (*real.shape, mask.shape[1], mask.shape[2])
+
+
+def check_grad_out(op: str, grad_out, numel: int, real: torch.Tensor) -> None:
+    if not isinstance(grad_out, torch.Tensor) or grad_out.numel() != numel:
+        raise ValueError(f"{op}: grad_out must have {numel} element(s), got shape {list(_shape(grad_out))}")
+    if grad_out.dtype not in _FLOAT:
+        raise TypeError(f"{op}: grad_out must have a floating dtype, got {grad_out.dtype}")
+    if grad_out.device != real.device:
+        raise ValueError(f"{op}: grad_out must be on the device of real ({real.device}), got {grad_out.device}")
 
 
 def next_pow2(n: int) -> int:

@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import check_tensor, new_output, next_pow2
+from . import check_grad_out, check_l1_args, device_guard, new_output, next_pow2
 
 # Image tile of one program (rows x columns). Tests shrink it to cover many tiles at small sizes.
 TILE_H = 16
@@ -99,7 +99,7 @@ def _sum_rows_kernel(part_ptr, out_ptr, T, denom, BLOCK: tl.constexpr):
     for t0 in range(0, T, BLOCK):
         offs = t0 + tl.arange(0, BLOCK)
         acc += tl.load(part_ptr + row * T + offs, mask=offs < T, other=0.0)
-    total = tl.sum(acc, axis=0) / denom
+    total = tl.math.div_rn(tl.sum(acc, axis=0), denom)
     tl.store(out_ptr + row, total.to(out_ptr.dtype.element_ty))
 
 
@@ -125,9 +125,9 @@ def _masked_l1_bwd_kernel(
 
     # ge: the gradient of every element e[b, k, y, x] (mean/none fold their 1/N in here).
     if G_PER_SAMPLE:
-        ge = tl.load(g_ptr + b).to(tl.float32) / denom
+        ge = tl.math.div_rn(tl.load(g_ptr + b).to(tl.float32), denom)
     else:
-        ge = tl.load(g_ptr).to(tl.float32) / denom
+        ge = tl.math.div_rn(tl.load(g_ptr).to(tl.float32), denom)
 
     y0, y1, ly0, ly1 = _src_index(ys, scale_h, h)
     x0, x1, lx0, lx1 = _src_index(xs, scale_w, w)
@@ -218,11 +218,8 @@ def _denominator(reduction: str, shape) -> float:
     raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
-def _check(real, fake, mask):
-    check_tensor("real", real)
-    check_tensor("fake", fake)
-    if mask.dtype != torch.float32:
-        raise TypeError(f"mask must be float32 (the output of cam_mask), got {mask.dtype}")
+def _check(op, real, fake, mask):
+    check_l1_args(op, real, fake, mask)
     return real.contiguous(), fake.contiguous(), mask.contiguous()
 
 
@@ -251,32 +248,35 @@ def _backward_tiles(H: int, W: int, h: int, w: int):
 
 def masked_l1(real, fake, mask, reduction: str = "mean") -> torch.Tensor:
     """sum |real - fake| * (1 - upsample(mask)), reduced; dtype of real, [B] for 'none'."""
+    real, fake, mask = _check("camfast.masked_l1", real, fake, mask)
     denom = _denominator(reduction, real.shape)
-    real, fake, mask = _check(real, fake, mask)
     B, K, H, W = real.shape
     h, w = mask.shape[1:]
     per_sample = reduction == "none"
     out = new_output((B,) if per_sample else (), real.dtype, real.device)
-    if B == 0:
-        return out
-    bh, bw = min(TILE_H, next_pow2(H)), min(TILE_W, next_pow2(W))
-    n_ty, n_tx = triton.cdiv(H, bh), triton.cdiv(W, bw)
-    part = new_output((B, n_ty, n_tx), torch.float32, real.device)
-    # Python floats are passed as fp32: h / H rounded once, as torch computes the scale.
-    _masked_l1_fwd_kernel[(n_tx, n_ty, B)](
-        real, fake, mask, part, K, H, W, h, w, h / H, w / W, BH=bh, BW=bw,
-    )
-    rows, T = (B, n_ty * n_tx) if per_sample else (1, B * n_ty * n_tx)
-    _sum_rows_kernel[(rows,)](part, out, T, denom, BLOCK=min(1024, next_pow2(T)))
+    if B * K * H * W == 0:  # empty images or batch: the loss is 0 (docs/kernels.md)
+        return out.zero_()
+    with device_guard(real):
+        bh, bw = min(TILE_H, next_pow2(H)), min(TILE_W, next_pow2(W))
+        n_ty, n_tx = triton.cdiv(H, bh), triton.cdiv(W, bw)
+        part = new_output((B, n_ty, n_tx), torch.float32, real.device)
+        # Python floats are passed as fp32: h / H rounded once, as torch computes the scale.
+        _masked_l1_fwd_kernel[(n_tx, n_ty, B)](
+            real, fake, mask, part, K, H, W, h, w, h / H, w / W, BH=bh, BW=bw,
+        )
+        rows, T = (B, n_ty * n_tx) if per_sample else (1, B * n_ty * n_tx)
+        _sum_rows_kernel[(rows,)](part, out, T, denom, BLOCK=min(1024, next_pow2(T)))
     return out
 
 
 def masked_l1_backward(grad_out, real, fake, mask, reduction: str = "mean",
                        need_real: bool = True, need_fake: bool = True, need_mask: bool = True):
     """(dreal, dfake, dmask); each unrequested one is an empty [0] tensor of its dtype."""
+    op = "camfast.masked_l1_backward"
+    real, fake, mask = _check(op, real, fake, mask)
     denom = _denominator(reduction, real.shape)
-    real, fake, mask = _check(real, fake, mask)
     B, K, H, W = real.shape
+    check_grad_out(op, grad_out, B if reduction == "none" else 1, real)
     h, w = mask.shape[1:]
     dev = real.device
     dreal = new_output(real.shape if need_real else (0,), real.dtype, dev)
@@ -284,31 +284,36 @@ def masked_l1_backward(grad_out, real, fake, mask, reduction: str = "mean",
     dmask = new_output(mask.shape if need_mask else (0,), mask.dtype, dev)
     if not (need_real or need_fake or need_mask) or B == 0:
         return dreal, dfake, dmask
+    if K * H * W == 0:  # empty images: no image gradient elements, nothing reaches the mask
+        if need_mask:
+            dmask.zero_()
+        return dreal, dfake, dmask
 
-    if need_mask:
-        bh, bw, win_h, win_w = _backward_tiles(H, W, h, w)
-    else:
-        bh, bw, win_h, win_w = min(TILE_H, next_pow2(H)), min(TILE_W, next_pow2(W)), 1, 1
-    n_ty, n_tx = triton.cdiv(H, bh), triton.cdiv(W, bw)
-    if need_mask:
-        part = new_output((B, n_ty, n_tx, win_h, win_w), torch.float32, dev)
-        row0 = new_output((n_ty,), torch.int32, dev)
-        col0 = new_output((n_tx,), torch.int32, dev)
-    else:
-        part = row0 = col0 = mask  # unused
-    g = grad_out.contiguous()
-    _masked_l1_bwd_kernel[(n_tx, n_ty, B)](
-        real, fake, mask, g,
-        dreal if need_real else real, dfake if need_fake else real,
-        part, row0, col0,
-        K, H, W, h, w, h / H, w / W, denom,
-        G_PER_SAMPLE=reduction == "none",
-        NEED_REAL=bool(need_real), NEED_FAKE=bool(need_fake), NEED_MASK=bool(need_mask),
-        BH=bh, BW=bw, WIN_H=win_h, WIN_W=win_w,
-    )
-    if need_mask:
-        _gather_windows_kernel[(h, B)](
-            part, row0, col0, dmask, n_ty, n_tx, h, w,
-            WIN_H=win_h, WIN_W=win_w, BLOCK_W=next_pow2(w),
+    with device_guard(real):
+        if need_mask:
+            bh, bw, win_h, win_w = _backward_tiles(H, W, h, w)
+        else:
+            bh, bw, win_h, win_w = min(TILE_H, next_pow2(H)), min(TILE_W, next_pow2(W)), 1, 1
+        n_ty, n_tx = triton.cdiv(H, bh), triton.cdiv(W, bw)
+        if need_mask:
+            part = new_output((B, n_ty, n_tx, win_h, win_w), torch.float32, dev)
+            row0 = new_output((n_ty,), torch.int32, dev)
+            col0 = new_output((n_tx,), torch.int32, dev)
+        else:
+            part = row0 = col0 = mask  # unused
+        g = grad_out.to(torch.float32).contiguous()
+        _masked_l1_bwd_kernel[(n_tx, n_ty, B)](
+            real, fake, mask, g,
+            dreal if need_real else real, dfake if need_fake else real,
+            part, row0, col0,
+            K, H, W, h, w, h / H, w / W, denom,
+            G_PER_SAMPLE=reduction == "none",
+            NEED_REAL=bool(need_real), NEED_FAKE=bool(need_fake), NEED_MASK=bool(need_mask),
+            BH=bh, BW=bw, WIN_H=win_h, WIN_W=win_w,
         )
+        if need_mask:
+            _gather_windows_kernel[(h, B)](
+                part, row0, col0, dmask, n_ty, n_tx, h, w,
+                WIN_H=win_h, WIN_W=win_w, BLOCK_W=next_pow2(w),
+            )
     return dreal, dfake, dmask

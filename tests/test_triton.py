@@ -170,11 +170,17 @@ def test_cam_mask(B, Cs, h, w, normalize):
     check_cam_mask(feats, grads, normalize)
 
 
-def test_cam_mask_many_channel_blocks(monkeypatch):
-    """C spanning several channel blocks (TILE_ELEMS is shrunk to force 4-channel blocks)."""
-    monkeypatch.setattr(importlib.import_module("camfast.kernels.cam_mask"), "TILE_ELEMS", 4 * 64)
+@pytest.mark.parametrize("normalize", ["minmax", "max"])
+def test_cam_mask_many_channel_blocks_and_pixel_tiles(monkeypatch, normalize):
+    """C spanning several channel blocks and P several pixel tiles in every kernel (the blocks
+    are shrunk to 4 channels x 8 pixels, the per-sample tile to 16 pixels)."""
+    cm = importlib.import_module("camfast.kernels.cam_mask")
+    monkeypatch.setattr(cm, "BLOCK_C", 4)
+    monkeypatch.setattr(cm, "BLOCK_P", 8)
+    monkeypatch.setattr(cm, "FINISH_BLOCK", 16)
+    assert cm.channel_blocks(13, 42) == (4, 8, 4) and cm.finish_block(42) == 16
     feats, grads = sources(2, (13, 6), 6, 7)
-    check_cam_mask(feats, grads, "minmax")
+    check_cam_mask(feats, grads, normalize)
 
 
 @pytest.mark.parametrize("normalize", ["minmax", "max"])
@@ -365,6 +371,82 @@ def test_realistic_sizes_gpu(monkeypatch, normalize):
     check_loss(randn(8, 3, 128, 128), randn(8, 3, 128, 128), feats, grads, normalize, "mean")
     feats, grads = sources(4, (512,), 32, 32)
     check_loss(randn(4, 3, 100, 75), randn(4, 3, 100, 75), feats, grads, normalize, "none")
+
+
+# ------------------------------------------------------------------------------ devices
+
+KERNELS = {
+    "camfast.kernels.cam_mask": ["_cam_partial_kernel", "_cam_finish_kernel", "_union_grad_kernel",
+                                 "_cam_norm_backward_kernel", "_cam_input_grad_kernel"],
+    "camfast.kernels.masked_l1": ["_masked_l1_fwd_kernel", "_sum_rows_kernel", "_masked_l1_bwd_kernel",
+                                  "_gather_windows_kernel"],
+}
+
+
+def test_every_launch_runs_under_the_tensors_device(monkeypatch):
+    """Triton launches on the current CUDA device: every launcher must make its tensors' device
+    current (device_guard) around every kernel launch. Checked on the CPU by spying on the guard
+    and on every kernel."""
+    state = {"device": None, "launches": 0, "guards": []}
+
+    class Guard:
+        def __init__(self, t):
+            self.device = t.device
+
+        def __enter__(self):
+            state["guards"].append(self.device)
+            state["device"] = self.device
+
+        def __exit__(self, *exc):
+            state["device"] = None
+
+    class Spy:
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            launch = self.kernel[grid]
+
+            def run(*args, **kwargs):
+                tensors = [a for a in args if isinstance(a, torch.Tensor)]
+                assert state["device"] is not None, "a kernel was launched outside device_guard"
+                assert all(t.device == state["device"] for t in tensors), "launched under another device"
+                state["launches"] += 1
+                return launch(*args, **kwargs)
+            return run
+
+    for mod, names in KERNELS.items():
+        m = importlib.import_module(mod)
+        monkeypatch.setattr(m, "device_guard", Guard)
+        for name in names:
+            monkeypatch.setattr(m, name, Spy(getattr(m, name)))
+    feats, grads = sources(2, (3, 2), 4, 5)
+    real, fake = randn(2, 3, 9, 11), randn(2, 3, 9, 11)
+    u = ops.triton_cam_mask(feats, grads, "minmax", EPS)
+    ops.triton_cam_mask_backward(torch.ones_like(u), feats, grads, "minmax", EPS, True, True)
+    ops.triton_masked_l1(real, fake, u, "mean")
+    ops.triton_masked_l1_backward(randn(()), real, fake, u, "mean", True, True, True)
+    assert state["launches"] >= 9 and len(state["guards"]) == 4
+    assert all(d == torch.device(DEVICE) or d.type == DEVICE for d in state["guards"])
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_tensors_on_another_gpu():
+    """Tensors on cuda:1 while cuda:0 is current: results on cuda:1, equal to running there."""
+    feats, grads = sources(2, (3, 2), 4, 5)
+    real, fake = randn(2, 3, 9, 11), randn(2, 3, 9, 11)
+    to1 = lambda ts: [t.to("cuda:1") for t in ts]  # noqa: E731
+    with torch.cuda.device(0):
+        u1 = ops.triton_cam_mask(to1(feats), to1(grads), "minmax", EPS)
+        l1 = ops.triton_masked_l1(*to1([real, fake]), u1, "mean")
+        d1 = ops.triton_masked_l1_backward(torch.ones((), device="cuda:1"), *to1([real, fake]), u1, "mean",
+                                           True, True, True)
+    with torch.cuda.device(1):
+        u = ops.triton_cam_mask(to1(feats), to1(grads), "minmax", EPS)
+        want = ops.triton_masked_l1(*to1([real, fake]), u, "mean")
+    torch.cuda.synchronize(1)
+    assert u1.device == torch.device("cuda:1") and torch.equal(u1, u) and torch.equal(l1, want)
+    assert all(t.device == torch.device("cuda:1") for t in d1)
 
 
 # ------------------------------------------------------------------------------ torch.library
