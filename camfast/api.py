@@ -161,14 +161,17 @@ def _check_sources(feats: TensorOrList, grads: TensorOrList) -> tuple[list, list
     return fl, gl
 
 
-def _check_options(normalize: str, eps: float, reduction: Optional[str] = None) -> float:
-    if normalize not in reference.NORMALIZE_MODES:
+_NO_REDUCTION = object()  # grad_cam_mask has no reduction to check
+
+
+def _check_options(normalize: str, eps: float, reduction=_NO_REDUCTION) -> float:
+    if not isinstance(normalize, str) or normalize not in reference.NORMALIZE_MODES:
         raise ValueError(f"normalize: expected one of {reference.NORMALIZE_MODES}, got {normalize!r}")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)):
         raise TypeError(f"eps: expected a float, got {type(eps).__name__}")
     if not (eps > 0 and math.isfinite(eps)):
         raise ValueError(f"eps: expected a finite number > 0, got {eps}")
-    if reduction is not None and reduction not in reference.REDUCTIONS:
+    if reduction is not _NO_REDUCTION and (not isinstance(reduction, str) or reduction not in reference.REDUCTIONS):
         raise ValueError(f"reduction: expected one of {reference.REDUCTIONS}, got {reduction!r}")
     return float(eps)
 

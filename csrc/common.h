@@ -28,4 +28,28 @@ at::Tensor new_output_like(const at::Tensor& like);
 // Placeholder for a gradient that was not requested.
 at::Tensor not_requested(const at::Tensor& like);
 
+// ---------------------------------------------------------------- input validation
+//
+// Every op of every device checks its arguments here first, with the argument's name in the
+// message (ValueError for shapes and devices, TypeError for dtypes), so that a direct call
+// through torch.ops.camfast.* with bad input raises instead of reading out of bounds.
+// Empty inputs are valid and defined the same way in every backend (docs/kernels.md):
+//   cam_mask: B, h, w or C_s may be 0 (a source with C_s = 0 has a zero CAM);
+//   masked_l1: B, K, H or W may be 0 (the loss is then 0); the mask needs h, w >= 1.
+
+struct CamShape {
+  int64_t B, h, w;
+};
+struct L1Shape {
+  int64_t B, K, H, W, h, w;
+};
+
+// op: the op's name for messages, e.g. "camfast.cam_mask".
+CamShape check_cam_args(const char* op, at::TensorList feats, at::TensorList grads);
+// grad_mask: [B, h, w], a floating dtype, on the device of feats.
+void check_grad_mask(const char* op, const at::Tensor& grad_mask, const CamShape& s, const at::Tensor& feats0);
+L1Shape check_l1_args(const char* op, const at::Tensor& real, const at::Tensor& fake, const at::Tensor& mask);
+// grad_out: `numel` elements (1, or B for 'none'), a floating dtype, on the device of real.
+void check_grad_out(const char* op, const at::Tensor& grad_out, int64_t numel, const at::Tensor& real);
+
 }  // namespace camfast

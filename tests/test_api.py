@@ -74,6 +74,33 @@ def test_validation_errors_name_the_argument(change, exc, words):
         assert word in str(info.value), (word, str(info.value))
 
 
+def _backends_here():
+    info = camfast.backends()
+    out = ["reference"] + [b for b in ("cpu", "triton") if info[b]["available"]]
+    return out + (["cuda"] if info["cuda"]["available"] else [])
+
+
+@pytest.mark.parametrize("backend", _backends_here())
+@pytest.mark.parametrize("reduction", [None, 1, "avg", ""])
+def test_bad_reduction_is_one_value_error_for_every_backend(backend, reduction):
+    """reduction=None used to reach the C++ schema (a schema error) on compiled backends."""
+    real, fake, f, g = _inputs()
+    dev = "cuda" if backend in ("cuda", "triton") and torch.cuda.is_available() else "cpu"
+    real, fake, f, g = (t.to(dev) for t in (real, fake, f, g))
+    with pytest.raises(ValueError) as info:
+        camfast.cam_consistency_loss(real, fake, f, g, reduction=reduction, backend=backend)
+    assert str(info.value) == f"reduction: expected one of ('mean', 'sum', 'none'), got {reduction!r}"
+
+
+@pytest.mark.parametrize("normalize", [None, 3])
+def test_bad_normalize_is_a_value_error(normalize):
+    real, fake, f, g = _inputs()
+    with pytest.raises(ValueError, match="normalize"):
+        camfast.cam_consistency_loss(real, fake, f, g, normalize=normalize)
+    with pytest.raises(ValueError, match="normalize"):
+        camfast.grad_cam_mask(f, g, normalize=normalize)
+
+
 def test_mismatched_sources():
     real, fake, f, g = _inputs()
     with pytest.raises(ValueError, match="2 feats and 1 grads"):

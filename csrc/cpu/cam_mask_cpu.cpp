@@ -61,25 +61,11 @@ struct Shape {
   int64_t B, h, w, P;
 };
 
-Shape check_sources(const std::vector<at::Tensor>& feats, const std::vector<at::Tensor>& grads) {
-  TORCH_CHECK_VALUE(!feats.empty(), "camfast.cam_mask: feats must hold at least one tensor");
-  TORCH_CHECK_VALUE(feats.size() == grads.size(), "camfast.cam_mask: got ", feats.size(), " feats but ",
-                    grads.size(), " grads");
-  const auto& f0 = feats[0];
-  TORCH_CHECK_VALUE(f0.dim() == 4, "camfast.cam_mask: feats[0] must be [B, C, h, w], got ", f0.sizes());
-  for (size_t s = 0; s < feats.size(); ++s) {
-    const auto& f = feats[s];
-    const auto& g = grads[s];
-    TORCH_CHECK_VALUE(f.dim() == 4 && f.size(0) == f0.size(0) && f.size(2) == f0.size(2) && f.size(3) == f0.size(3),
-                      "camfast.cam_mask: feats[", s, "] has shape ", f.sizes(), ", expected [", f0.size(0),
-                      ", C, ", f0.size(2), ", ", f0.size(3), "]");
-    TORCH_CHECK_VALUE(g.sizes() == f.sizes(), "camfast.cam_mask: grads[", s, "] has shape ", g.sizes(),
-                      ", expected ", f.sizes());
-    TORCH_CHECK_TYPE(f.scalar_type() == f0.scalar_type() && g.scalar_type() == f0.scalar_type(),
-                     "camfast.cam_mask: all feats and grads must share one dtype");
-    TORCH_CHECK(f.device().is_cpu() && g.device().is_cpu(), "camfast.cam_mask (CPU kernel): tensors must be on the CPU");
-  }
-  return {f0.size(0), f0.size(2), f0.size(3), f0.size(2) * f0.size(3)};
+Shape check_sources(const char* op, at::TensorList feats, at::TensorList grads) {
+  const CamShape sh = check_cam_args(op, feats, grads);
+  TORCH_CHECK_VALUE(feats[0].device().is_cpu(), op, " (CPU kernel): feats and grads must be on the CPU, got ",
+                    feats[0].device());
+  return {sh.B, sh.h, sh.w, sh.h * sh.w};
 }
 
 std::vector<at::Tensor> contiguous(const at::TensorList ts) {
@@ -90,13 +76,14 @@ std::vector<at::Tensor> contiguous(const at::TensorList ts) {
 }
 
 at::Tensor cam_mask_cpu(at::TensorList feats_in, at::TensorList grads_in, c10::string_view normalize, double eps) {
+  const Shape sh = check_sources("camfast.cam_mask", feats_in, grads_in);
+  const Norm norm = parse_norm(normalize);
   const auto feats = contiguous(feats_in);
   const auto grads = contiguous(grads_in);
-  const Shape sh = check_sources(feats, grads);
-  const Norm norm = parse_norm(normalize);
   const auto acc = acc_type(feats[0].scalar_type());
   at::Tensor u = new_output(feats[0], {sh.B, sh.h, sh.w}, acc);
   const int64_t S = feats.size();
+  if (u.numel() == 0) return u;  // B, h or w is 0: nothing to compute (and no min/max of nothing)
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, feats[0].scalar_type(), "camfast_cam_mask_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -124,15 +111,14 @@ at::Tensor cam_mask_cpu(at::TensorList feats_in, at::TensorList grads_in, c10::s
 std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> cam_mask_backward_cpu(
     const at::Tensor& grad_mask_in, at::TensorList feats_in, at::TensorList grads_in, c10::string_view normalize,
     double eps, bool need_feats, bool need_grads) {
+  const char* op = "camfast.cam_mask_backward";
+  const Shape sh = check_sources(op, feats_in, grads_in);
+  check_grad_mask(op, grad_mask_in, {sh.B, sh.h, sh.w}, feats_in[0]);
+  const Norm norm = parse_norm(normalize);
   const auto feats = contiguous(feats_in);
   const auto grads = contiguous(grads_in);
-  const Shape sh = check_sources(feats, grads);
-  const Norm norm = parse_norm(normalize);
   const int64_t S = feats.size();
   const auto acc = acc_type(feats[0].scalar_type());
-  TORCH_CHECK_VALUE(grad_mask_in.sizes() == at::IntArrayRef({sh.B, sh.h, sh.w}),
-                    "camfast.cam_mask_backward: grad_mask has shape ", grad_mask_in.sizes(), ", expected [", sh.B,
-                    ", ", sh.h, ", ", sh.w, "]");
   const at::Tensor gu = grad_mask_in.to(acc).contiguous();
 
   std::vector<at::Tensor> dfeats, dgrads;
@@ -140,7 +126,8 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> cam_mask_backward_c
     if (need_feats) dfeats.push_back(new_output_like(feats[s]));
     if (need_grads) dgrads.push_back(new_output_like(grads[s]));
   }
-  if (!need_feats && !need_grads) return {dfeats, dgrads};
+  // Nothing to compute without requested gradients or with an empty mask (every output is empty).
+  if ((!need_feats && !need_grads) || sh.B * sh.P == 0) return {dfeats, dgrads};
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, feats[0].scalar_type(), "camfast_cam_mask_bwd_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;

@@ -24,20 +24,11 @@ struct ImgShape {
   int64_t B, K, H, W, h, w;
 };
 
-ImgShape check_inputs(const at::Tensor& real, const at::Tensor& fake, const at::Tensor& mask) {
-  TORCH_CHECK_VALUE(real.dim() == 4, "camfast.masked_l1: real must be [B, C, H, W], got ", real.sizes());
-  TORCH_CHECK_VALUE(fake.sizes() == real.sizes(), "camfast.masked_l1: fake has shape ", fake.sizes(),
-                    ", expected ", real.sizes(), " (as real)");
-  TORCH_CHECK_TYPE(fake.scalar_type() == real.scalar_type(), "camfast.masked_l1: fake dtype ", fake.scalar_type(),
-                   " differs from real dtype ", real.scalar_type());
-  TORCH_CHECK_VALUE(mask.dim() == 3 && mask.size(0) == real.size(0), "camfast.masked_l1: mask must be [",
-                    real.size(0), ", h, w], got ", mask.sizes());
-  TORCH_CHECK_TYPE(mask.scalar_type() == acc_type(real.scalar_type()), "camfast.masked_l1: mask dtype must be ",
-                   acc_type(real.scalar_type()), " for images of dtype ", real.scalar_type(), ", got ",
-                   mask.scalar_type());
-  TORCH_CHECK(real.device().is_cpu() && fake.device().is_cpu() && mask.device().is_cpu(),
-              "camfast.masked_l1 (CPU kernel): tensors must be on the CPU");
-  return {real.size(0), real.size(1), real.size(2), real.size(3), mask.size(1), mask.size(2)};
+ImgShape check_inputs(const char* op, const at::Tensor& real, const at::Tensor& fake, const at::Tensor& mask) {
+  const L1Shape s = check_l1_args(op, real, fake, mask);
+  TORCH_CHECK_VALUE(real.device().is_cpu(), op, " (CPU kernel): real, fake and mask must be on the CPU, got ",
+                    real.device());
+  return {s.B, s.K, s.H, s.W, s.h, s.w};
 }
 
 // One image row of the backward: the requested image gradients and, for the mask
@@ -70,7 +61,7 @@ GradRow<scalar_t, acc_t> pick_grad_row(bool fake, bool real, bool mask) {
 
 at::Tensor masked_l1_cpu(const at::Tensor& real_in, const at::Tensor& fake_in, const at::Tensor& mask_in,
                          c10::string_view reduction) {
-  const ImgShape s = check_inputs(real_in, fake_in, mask_in);
+  const ImgShape s = check_inputs("camfast.masked_l1", real_in, fake_in, mask_in);
   const Reduction red = parse_reduction(reduction);
   const at::Tensor real = real_in.contiguous(), fake = fake_in.contiguous(), mask = mask_in.contiguous();
   const auto acc = acc_type(real.scalar_type());
@@ -108,10 +99,12 @@ at::Tensor masked_l1_cpu(const at::Tensor& real_in, const at::Tensor& fake_in, c
     for (int64_t b = 0; b < s.B; ++b) {
       acc_t sb = 0;
       for (int64_t y = 0; y < s.H; ++y) sb += rows_ptr[b * s.H + y];
-      if (red == Reduction::None) o[b] = static_cast<scalar_t>(sb / per_sample);
+        // A mean over no elements is 0 (docs/kernels.md: empty inputs), not 0/0.
+      if (red == Reduction::None) o[b] = static_cast<scalar_t>(s.K * HW > 0 ? sb / per_sample : acc_t(0));
       all += sb;
     }
-    if (red == Reduction::Mean) o[0] = static_cast<scalar_t>(all / (per_sample * static_cast<acc_t>(s.B)));
+    if (red == Reduction::Mean)
+      o[0] = static_cast<scalar_t>(s.B * s.K * HW > 0 ? all / (per_sample * static_cast<acc_t>(s.B)) : acc_t(0));
     if (red == Reduction::Sum) o[0] = static_cast<scalar_t>(all);
   });
   return out;
@@ -120,19 +113,23 @@ at::Tensor masked_l1_cpu(const at::Tensor& real_in, const at::Tensor& fake_in, c
 std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_l1_backward_cpu(
     const at::Tensor& grad_out, const at::Tensor& real_in, const at::Tensor& fake_in, const at::Tensor& mask_in,
     c10::string_view reduction, bool need_real, bool need_fake, bool need_mask) {
-  const ImgShape s = check_inputs(real_in, fake_in, mask_in);
+  const char* op = "camfast.masked_l1_backward";
+  const ImgShape s = check_inputs(op, real_in, fake_in, mask_in);
   const Reduction red = parse_reduction(reduction);
+  check_grad_out(op, grad_out, red == Reduction::None ? s.B : 1, real_in);
   const at::Tensor real = real_in.contiguous(), fake = fake_in.contiguous(), mask = mask_in.contiguous();
   const auto acc = acc_type(real.scalar_type());
-  const int64_t expect_numel = red == Reduction::None ? s.B : 1;
-  TORCH_CHECK_VALUE(grad_out.numel() == expect_numel, "camfast.masked_l1_backward: grad_out has ",
-                    grad_out.numel(), " elements, expected ", expect_numel);
   const at::Tensor g = grad_out.to(acc).contiguous();
 
   at::Tensor dreal = need_real ? new_output_like(real) : not_requested(real);
   at::Tensor dfake = need_fake ? new_output_like(fake) : not_requested(fake);
   at::Tensor dmask = need_mask ? new_output_like(mask) : not_requested(mask);
   if (!need_real && !need_fake && !need_mask) return {dreal, dfake, dmask};
+  if (s.B * s.K * s.H * s.W == 0) {
+    // Empty images: dreal/dfake have no elements and nothing reaches the mask.
+    if (need_mask) dmask.zero_();
+    return {dreal, dfake, dmask};
+  }
   // Per-(sample, row) adjoint of the horizontal interpolation: Q[b, y, j].
   at::Tensor q = need_mask ? at::zeros({s.B, s.H, s.w}, real.options().dtype(acc)) : at::Tensor();
 

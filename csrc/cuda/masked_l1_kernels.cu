@@ -116,7 +116,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // out[blockIdx.x]: the sample's ('none') or the batch's sum of partials, divided by denom
-// unless mode is 'sum'.
+// unless mode is 'sum' (0 when denom is 0: nothing was summed).
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     l1_reduce_kernel(const acc_t<T>* __restrict__ partial, int64_t nblk, int64_t B, L1Reduction mode,
@@ -129,7 +129,9 @@ __global__ void __launch_bounds__(kThreads)
   A sum = A(0);
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) sum += partial[start + i];
   sum = block_reduce(sum, SumOp(), A(0), red);
-  if (threadIdx.x == 0) out[blockIdx.x] = from_acc<T>(mode == L1Reduction::Sum ? sum : sum / denom);
+  // A mean over no elements (empty images or batch) is 0, as in every backend (docs/kernels.md).
+  if (threadIdx.x == 0)
+    out[blockIdx.x] = from_acc<T>(mode == L1Reduction::Sum ? sum : (denom > A(0) ? sum / denom : A(0)));
 }
 
 // ---------------------------------------------------------------- backward
@@ -359,7 +361,7 @@ cudaError_t forward_impl(const L1Args& a, void* out, void* workspace, cudaStream
   const int64_t out_blocks = per_sample ? a.B : 1;
   if (out_blocks == 0) return cudaSuccess;
   if (!grid_ok(out_blocks)) return cudaErrorInvalidConfiguration;
-  // Also with nothing to sum (empty images): writes 0 (sum) or 0/0 = NaN (mean, none) like torch.
+  // Also with nothing to sum (empty images or batch): writes 0 for every reduction.
   l1_reduce_kernel<T><<<static_cast<unsigned>(out_blocks), kThreads, 0, stream>>>(
       p.partial, a.B > 0 ? p.nblk : 0, a.B, a.reduction, reduction_denom<A>(a), static_cast<T*>(out));
   return cudaGetLastError();

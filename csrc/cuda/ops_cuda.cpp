@@ -36,13 +36,6 @@ ci::DType to_kernel_dtype(at::ScalarType t, const char* what) {
   TORCH_CHECK_TYPE(false, "camfast (CUDA): ", what, " must be float32, float16, bfloat16 or float64, got ", t);
 }
 
-void check_device(const at::Tensor& t, const char* what, const at::Device& device) {
-  TORCH_CHECK_VALUE(t.defined(), "camfast (CUDA): ", what, " is undefined");
-  TORCH_CHECK_VALUE(t.is_cuda(), "camfast (CUDA): ", what, " must be a CUDA tensor, got one on ", t.device());
-  TORCH_CHECK_VALUE(t.device() == device, "camfast (CUDA): ", what, " is on ", t.device(), ", expected ",
-                    device, " (all inputs on one device)");
-}
-
 void check_index_range(int64_t v, const char* what) {
   TORCH_CHECK_VALUE(v < std::numeric_limits<int32_t>::max(), "camfast (CUDA): ", what, " = ", v,
                     " is too large for the CUDA kernels");
@@ -63,43 +56,27 @@ struct CamInputs {
   ci::CamArgs args;
 };
 
-CamInputs prepare_cam(at::TensorList feats, at::TensorList grads, c10::string_view normalize, double eps) {
+CamInputs prepare_cam(const char* op, at::TensorList feats, at::TensorList grads, c10::string_view normalize,
+                      double eps) {
   CamInputs in;
+  const CamShape sh = check_cam_args(op, feats, grads);  // names, shapes, dtypes, one device
   const Norm norm = parse_norm(normalize);
   const int64_t S = static_cast<int64_t>(feats.size());
-  TORCH_CHECK_VALUE(S >= 1, "camfast (CUDA): feats must hold at least one tensor, got an empty list");
-  TORCH_CHECK_VALUE(static_cast<int64_t>(grads.size()) == S, "camfast (CUDA): feats and grads must have the same ",
-                    "length, got ", S, " and ", grads.size());
-  TORCH_CHECK_VALUE(S <= ci::kMaxSources, "camfast (CUDA): at most ", ci::kMaxSources, " CAM sources, got ", S);
+  TORCH_CHECK_VALUE(S <= ci::kMaxSources, op, " (CUDA): at most ", ci::kMaxSources, " CAM sources, got ", S);
   const at::Tensor& f0 = feats[0];
-  TORCH_CHECK_VALUE(f0.defined() && f0.dim() == 4, "camfast (CUDA): feats[0] must be 4-D [B, C, h, w], got ",
-                    f0.defined() ? f0.sizes() : at::IntArrayRef{});
-  const at::Device device = f0.device();
-  const at::ScalarType dtype = f0.scalar_type();
+  TORCH_CHECK_VALUE(f0.is_cuda(), op, " (CUDA kernel): feats and grads must be CUDA tensors, got ", f0.device());
   ci::CamArgs& a = in.args;
-  a.dtype = to_kernel_dtype(dtype, "feats");
+  a.dtype = to_kernel_dtype(f0.scalar_type(), "feats");
   a.S = static_cast<int>(S);
-  a.B = f0.size(0);
-  a.h = f0.size(2);
-  a.w = f0.size(3);
+  a.B = sh.B;
+  a.h = sh.h;
+  a.w = sh.w;
   a.minmax = norm == Norm::MinMax;
   a.eps = eps;
   for (int64_t s = 0; s < S; ++s) {
-    const at::Tensor& f = feats[s];
-    const at::Tensor& g = grads[s];
-    check_device(f, "feats[s]", device);
-    check_device(g, "grads[s]", device);
-    TORCH_CHECK_VALUE(f.dim() == 4 && f.size(0) == a.B && f.size(2) == a.h && f.size(3) == a.w,
-                      "camfast (CUDA): feats[", s, "] must be [B=", a.B, ", C, h=", a.h, ", w=", a.w, "], got ",
-                      f.sizes());
-    TORCH_CHECK_VALUE(g.sizes() == f.sizes(), "camfast (CUDA): grads[", s, "] must have the shape of feats[", s,
-                      "] ", f.sizes(), ", got ", g.sizes());
-    TORCH_CHECK_TYPE(f.scalar_type() == dtype && g.scalar_type() == dtype, "camfast (CUDA): feats[", s,
-                     "] and grads[", s, "] must have the dtype of feats[0] (", dtype, "), got ", f.scalar_type(),
-                     " and ", g.scalar_type());
-    in.feats.push_back(f.contiguous());
-    in.grads.push_back(g.contiguous());
-    a.C[s] = f.size(1);
+    in.feats.push_back(feats[s].contiguous());
+    in.grads.push_back(grads[s].contiguous());
+    a.C[s] = feats[s].size(1);
     a.feats[s] = data_or_null(in.feats.back());
     a.grads[s] = data_or_null(in.grads.back());
   }
@@ -107,7 +84,7 @@ CamInputs prepare_cam(at::TensorList feats, at::TensorList grads, c10::string_vi
 }
 
 at::Tensor cam_mask_cuda(at::TensorList feats, at::TensorList grads, c10::string_view normalize, double eps) {
-  CamInputs in = prepare_cam(feats, grads, normalize, eps);
+  CamInputs in = prepare_cam("camfast.cam_mask", feats, grads, normalize, eps);
   const at::Tensor& f0 = in.feats[0];
   const c10::cuda::CUDAGuard guard(f0.device());
   const ci::CamArgs& a = in.args;
@@ -122,18 +99,14 @@ at::Tensor cam_mask_cuda(at::TensorList feats, at::TensorList grads, c10::string
 std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> cam_mask_backward_cuda(
     const at::Tensor& grad_mask, at::TensorList feats, at::TensorList grads, c10::string_view normalize, double eps,
     bool need_feats, bool need_grads) {
-  CamInputs in = prepare_cam(feats, grads, normalize, eps);
+  const char* op = "camfast.cam_mask_backward";
+  CamInputs in = prepare_cam(op, feats, grads, normalize, eps);
   const at::Tensor& f0 = in.feats[0];
   const c10::cuda::CUDAGuard guard(f0.device());
   const ci::CamArgs& a = in.args;
-  const at::ScalarType acc = acc_type(f0.scalar_type());
-  check_device(grad_mask, "grad_mask", f0.device());
-  TORCH_CHECK_VALUE(grad_mask.dim() == 3 && grad_mask.size(0) == a.B && grad_mask.size(1) == a.h &&
-                        grad_mask.size(2) == a.w,
-                    "camfast (CUDA): grad_mask must be [B=", a.B, ", h=", a.h, ", w=", a.w, "], got ", grad_mask.sizes());
-  TORCH_CHECK_TYPE(grad_mask.scalar_type() == acc, "camfast (CUDA): grad_mask dtype must be ", acc, ", got ",
-                   grad_mask.scalar_type());
-  const at::Tensor gm = grad_mask.contiguous();
+  check_grad_mask(op, grad_mask, {a.B, a.h, a.w}, f0);
+  // Any floating dtype, as on the CPU: converted to acc on the stream (tiny).
+  const at::Tensor gm = grad_mask.to(acc_type(f0.scalar_type())).contiguous();
 
   std::vector<at::Tensor> dfeats, dgrads;
   std::vector<void*> pf, pg;
@@ -163,34 +136,21 @@ struct L1Inputs {
   ci::L1Args args;
 };
 
-L1Inputs prepare_l1(const at::Tensor& real, const at::Tensor& fake, const at::Tensor& mask,
+L1Inputs prepare_l1(const char* op, const at::Tensor& real, const at::Tensor& fake, const at::Tensor& mask,
                     c10::string_view reduction) {
   L1Inputs in;
+  const L1Shape sh = check_l1_args(op, real, fake, mask);  // names, shapes, dtypes, one device, h, w >= 1
   const Reduction red = parse_reduction(reduction);
-  TORCH_CHECK_VALUE(real.defined() && real.dim() == 4, "camfast (CUDA): real must be 4-D [B, K, H, W], got ",
-                    real.defined() ? real.sizes() : at::IntArrayRef{});
-  const at::Device device = real.device();
-  check_device(real, "real", device);
-  check_device(fake, "fake", device);
-  check_device(mask, "mask", device);
-  TORCH_CHECK_VALUE(fake.sizes() == real.sizes(), "camfast (CUDA): fake must have the shape of real ", real.sizes(),
-                    ", got ", fake.sizes());
-  TORCH_CHECK_TYPE(fake.scalar_type() == real.scalar_type(), "camfast (CUDA): fake must have the dtype of real (",
-                   real.scalar_type(), "), got ", fake.scalar_type());
+  TORCH_CHECK_VALUE(real.is_cuda(), op, " (CUDA kernel): real, fake and mask must be CUDA tensors, got ",
+                    real.device());
   ci::L1Args& a = in.args;
   a.dtype = to_kernel_dtype(real.scalar_type(), "real");
-  a.B = real.size(0);
-  a.K = real.size(1);
-  a.H = real.size(2);
-  a.W = real.size(3);
-  TORCH_CHECK_VALUE(mask.dim() == 3 && mask.size(0) == a.B, "camfast (CUDA): mask must be [B=", a.B,
-                    ", h, w], got ", mask.sizes());
-  a.h = mask.size(1);
-  a.w = mask.size(2);
-  TORCH_CHECK_VALUE(a.h >= 1 && a.w >= 1, "camfast (CUDA): mask must have h, w >= 1, got ", mask.sizes());
-  const at::ScalarType acc = acc_type(real.scalar_type());
-  TORCH_CHECK_TYPE(mask.scalar_type() == acc, "camfast (CUDA): mask dtype must be ", acc, " for ", real.scalar_type(),
-                   " images, got ", mask.scalar_type());
+  a.B = sh.B;
+  a.K = sh.K;
+  a.H = sh.H;
+  a.W = sh.W;
+  a.h = sh.h;
+  a.w = sh.w;
   check_index_range(a.H, "H");
   check_index_range(a.W, "W");
   check_index_range(a.h, "h");
@@ -209,7 +169,7 @@ L1Inputs prepare_l1(const at::Tensor& real, const at::Tensor& fake, const at::Te
 
 at::Tensor masked_l1_cuda(const at::Tensor& real, const at::Tensor& fake, const at::Tensor& mask,
                           c10::string_view reduction) {
-  L1Inputs in = prepare_l1(real, fake, mask, reduction);
+  L1Inputs in = prepare_l1("camfast.masked_l1", real, fake, mask, reduction);
   const c10::cuda::CUDAGuard guard(in.real.device());
   const ci::L1Args& a = in.args;
   at::Tensor out = a.reduction == ci::L1Reduction::None ? new_output(in.real, {a.B}, in.real.scalar_type())
@@ -224,13 +184,11 @@ at::Tensor masked_l1_cuda(const at::Tensor& real, const at::Tensor& fake, const 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_l1_backward_cuda(
     const at::Tensor& grad_out, const at::Tensor& real, const at::Tensor& fake, const at::Tensor& mask,
     c10::string_view reduction, bool need_real, bool need_fake, bool need_mask) {
-  L1Inputs in = prepare_l1(real, fake, mask, reduction);
+  const char* op = "camfast.masked_l1_backward";
+  L1Inputs in = prepare_l1(op, real, fake, mask, reduction);
   const c10::cuda::CUDAGuard guard(in.real.device());
   const ci::L1Args& a = in.args;
-  check_device(grad_out, "grad_out", in.real.device());
-  const int64_t expected = a.reduction == ci::L1Reduction::None ? a.B : 1;
-  TORCH_CHECK_VALUE(grad_out.numel() == expected, "camfast (CUDA): grad_out must have ", expected,
-                    " element(s) for reduction '", std::string(reduction), "', got shape ", grad_out.sizes());
+  check_grad_out(op, grad_out, a.reduction == ci::L1Reduction::None ? a.B : 1, in.real);
   // The incoming gradient is tiny; convert it to acc on the stream (no host synchronisation).
   const at::Tensor g = grad_out.to(acc_type(in.real.scalar_type())).contiguous();
 
