@@ -47,6 +47,33 @@ def _any_requires_grad(tensors) -> bool:
     return any(t.requires_grad for t in tensors)
 
 
+def _backend_name(prefix: str, t: torch.Tensor) -> str:
+    return "triton" if prefix == "triton_" else t.device.type
+
+
+def once_differentiable(outputs, inputs, op: str, backend: str):
+    """Mark the gradients of a fused op as not differentiable again.
+
+    The backward ops have no derivative of their own. Under ``create_graph=True`` their results
+    would silently be treated as constants, so a second-order gradient through the fused op
+    would come out as 0. Instead (as ``torch.autograd.function.once_differentiable`` does) the
+    results are routed through a node that raises as soon as anything differentiates through
+    them; first-order gradients taken with ``create_graph=True`` stay correct. The node hangs
+    off ``inputs`` (those that require grad), so differentiating with respect to any of them
+    reaches it and raises, instead of reporting the input as unused.
+    """
+    msg = (f"camfast: the fused op {op} ({backend} backend) is once-differentiable: "
+           f"a second-order gradient through it is not implemented. Use backend='reference' "
+           f"(plain autograd, supports double backward) for this loss.")
+    flat = [t for t in outputs if t is not None]
+    links = [t for t in inputs if t.requires_grad]
+    if not flat or not links:
+        return outputs
+    marked = torch._C._functions.DelayedError(msg, len(flat) + len(links))(*flat, *links)
+    it = iter(marked[: len(flat)])
+    return [next(it) if t is not None else None for t in outputs]
+
+
 def register_family(prefix: str = "") -> None:
     """Register fakes and autograd for ``camfast::{prefix}cam_mask`` and friends."""
     ns = torch.ops.camfast
@@ -70,7 +97,15 @@ def register_family(prefix: str = "") -> None:
         saved = ctx.saved_tensors
         feats, grads = list(saved[: ctx.n]), list(saved[ctx.n:])
         need_f, need_g = ctx.need
-        dfeats, dgrads = mask_bwd(grad_mask.contiguous(), feats, grads, ctx.normalize, ctx.eps, need_f, need_g)
+        args = (grad_mask.contiguous(), feats, grads, ctx.normalize, ctx.eps, need_f, need_g)
+        if torch.is_grad_enabled() and (grad_mask.requires_grad or _any_requires_grad(saved)):
+            with torch.no_grad():  # create_graph=True: differentiable results would be wrong
+                dfeats, dgrads = mask_bwd(*args)
+            marked = once_differentiable(list(dfeats) + list(dgrads), [grad_mask, *saved],
+                                         f"camfast::{prefix}cam_mask", _backend_name(prefix, grad_mask))
+            dfeats, dgrads = marked[: len(dfeats)], marked[len(dfeats):]
+        else:
+            dfeats, dgrads = mask_bwd(*args)
         # register_autograd wants a list per Tensor[] input, with None for an unrequested entry.
         none = [None] * ctx.n
         return (list(dfeats) if need_f else none), (list(dgrads) if need_g else none), None, None
@@ -86,7 +121,15 @@ def register_family(prefix: str = "") -> None:
     def l1_backward(ctx, grad_out):
         real, fake, mask = ctx.saved_tensors
         need_r, need_f, need_m = ctx.need
-        dr, df, dm = l1_bwd(grad_out.contiguous(), real, fake, mask, ctx.reduction, need_r, need_f, need_m)
+        args = (grad_out.contiguous(), real, fake, mask, ctx.reduction, need_r, need_f, need_m)
+        if torch.is_grad_enabled() and _any_requires_grad((grad_out, real, fake, mask)):
+            with torch.no_grad():  # create_graph=True: differentiable results would be wrong
+                dr, df, dm = l1_bwd(*args)
+            dr, df, dm = once_differentiable([dr if need_r else None, df if need_f else None, dm if need_m else None],
+                                             (grad_out, real, fake, mask), f"camfast::{prefix}masked_l1",
+                                             _backend_name(prefix, real))
+        else:
+            dr, df, dm = l1_bwd(*args)
         return (dr if need_r else None), (df if need_f else None), (dm if need_m else None), None
 
     torch.library.register_autograd(names["masked_l1"], l1_backward, setup_context=l1_setup)

@@ -1,5 +1,5 @@
-"""The op contract at its edges, the same for every backend (docs/kernels.md): empty inputs and
-validation of direct calls through torch.ops.camfast.*.
+"""The op contract at its edges, the same for every backend (docs/kernels.md): empty inputs,
+validation of direct calls through torch.ops.camfast.*, and second-order gradients.
 
 Backends: the C++ ops (CPU here, CUDA where a GPU is), the Triton ops (interpreted on the CPU
 without a GPU). Outputs are poisoned (NaN-filled) on allocation, so an element a kernel leaves
@@ -9,6 +9,8 @@ import contextlib
 
 import pytest
 import torch
+
+import camfast
 
 from conftest import fused_backends
 
@@ -239,3 +241,48 @@ def test_masked_l1_backward_checks_grad_out(backend, device):
         l1_bwd(torch.ones(3, device=device), real, fake, mask, "none", True, True, True)
     with pytest.raises(TypeError, match="grad_out"):
         l1_bwd(torch.ones((), dtype=torch.int64, device=device), real, fake, mask, "mean", True, True, True)
+
+
+# ---------------------------------------------------------------- second-order gradients
+
+def _double_backward_inputs(device, dtype):
+    g = torch.Generator().manual_seed(3)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)  # noqa: E731
+    real, fake = r(2, 3, 9, 7), r(2, 3, 9, 7).requires_grad_(True)
+    feats, grads = r(2, 4, 3, 4).requires_grad_(True), (r(2, 4, 3, 4) + 0.3).requires_grad_(True)
+    return real, fake, feats, grads
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS, ids=IDS)
+@pytest.mark.parametrize("wrt", ["grads", "feats", "fake"])
+def test_second_order_gradient_raises_a_clear_error(backend, device, wrt):
+    """A second derivative through a fused op used to come out as 0 (the reference: nonzero).
+    First-order gradients taken with create_graph=True stay right; differentiating them again
+    raises, naming the op and the backend that supports it."""
+    dtype = torch.float32 if backend == "triton" else torch.float64
+    real, fake, feats, grads = _double_backward_inputs(device, dtype)
+    loss = camfast.cam_consistency_loss(real, fake, feats, grads, backend=backend)
+    d_feats, d_fake = torch.autograd.grad(loss, [feats, fake], create_graph=True)
+    ref = camfast.cam_consistency_loss(real, fake, feats, grads, backend="reference")
+    r_feats, r_fake = torch.autograd.grad(ref, [feats, fake], create_graph=True)
+    torch.testing.assert_close(d_feats, r_feats, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(d_fake, r_fake, rtol=1e-4, atol=1e-6)
+    (want,) = torch.autograd.grad((r_feats.sum() + r_fake.sum()), [dict(grads=grads, feats=feats, fake=fake)[wrt]],
+                                  allow_unused=True)
+    if wrt == "grads":
+        assert want is not None and want.abs().max() > 0  # the reference's answer is not 0
+    with pytest.raises(RuntimeError, match="once-differentiable") as info:
+        torch.autograd.grad(d_feats.sum() + d_fake.sum(), [dict(grads=grads, feats=feats, fake=fake)[wrt]])
+    assert "backend='reference'" in str(info.value) and "camfast::" in str(info.value)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS, ids=IDS)
+def test_first_order_unchanged_without_create_graph(backend, device):
+    """The usual backward (no create_graph) takes the plain path and gives the same numbers."""
+    dtype = torch.float32 if backend == "triton" else torch.float64
+    real, fake, feats, grads = _double_backward_inputs(device, dtype)
+    loss = camfast.cam_consistency_loss(real, fake, feats, grads, backend=backend)
+    a = torch.autograd.grad(loss, [fake, feats, grads], retain_graph=True)
+    b = torch.autograd.grad(loss, [fake, feats, grads], create_graph=True)
+    for x, y in zip(a, b):
+        assert not x.requires_grad and torch.equal(x, y.detach())
