@@ -2,13 +2,17 @@
 
 ``cam_consistency_loss`` and ``grad_cam_mask`` check every input, pick a backend
 (``backend="auto"``: the compiled CUDA kernels, then Triton, then the reference on a GPU;
-the compiled CPU kernels, then the reference on the CPU) and call it.
+the compiled CPU kernels, then the reference on the CPU) and call it. ``auto`` uses a compiled
+GPU backend only after it passed a first-use self-check on that device and dtype (see
+``_self_check_passed``; ``CAMFAST_SKIP_SELF_CHECK=1`` skips it).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
+import warnings
 from typing import Optional, Sequence, Union
 
 import torch
@@ -70,21 +74,128 @@ def _why_not(name: str, device: Optional[torch.device] = None) -> Optional[str]:
     raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
 
 
-def _auto(device: torch.device, dtype: torch.dtype) -> str:
+def _candidates(device: torch.device, dtype: torch.dtype) -> tuple:
+    """The fused backends ``auto`` tries on ``device``, fastest first."""
     if device.type == "cuda":
-        order = ("cuda", "triton") if dtype != torch.float64 else ()
-    elif device.type == "cpu":
-        order = ("cpu",)
-    else:
-        order = ()
-    for name in order:
-        if _why_not(name, device) is None:
+        return ("cuda", "triton") if dtype != torch.float64 else ()
+    if device.type == "cpu":
+        return ("cpu",)
+    return ()
+
+
+def _auto(device: torch.device, dtype: torch.dtype, dtypes: Sequence[torch.dtype] = ()) -> str:
+    """The first candidate that can run and passed its self-check for ``dtypes`` (default
+    ``(dtype,)``: the dtypes whose kernels the call will run)."""
+    for name in _candidates(device, dtype):
+        if _why_not(name, device) is None and _self_check_passed(name, device, dtypes or (dtype,)):
             return name
     return "reference"
 
 
+# ---------------------------------------------------------------- first-use self-check
+#
+# The compiled GPU backends are checked once per (backend, device, dtype) before ``auto`` first
+# uses them: one small loss with awkward shapes (two sources of different channel counts,
+# h != w, image sizes that are not multiples of the mask's), values and every gradient, against
+# the reference in float64. A mismatch or an exception gives one warning and ``auto`` moves on
+# to the next backend. An explicit ``backend=`` is never checked (the caller chose it).
+
+SELF_CHECKED = ("cuda", "triton")
+SKIP_SELF_CHECK_ENV = "CAMFAST_SKIP_SELF_CHECK"
+#: (backend, device, dtype) -> None (passed) or why it failed.
+_SELF_CHECKS: dict = {}
+# Relative tolerance of the self-check per dtype: loose against rounding (the inputs keep every
+# value well away from ties and kinks), tight against a wrong kernel (O(1) errors).
+_SELF_CHECK_RTOL = {torch.float32: 1e-3, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+
+
+def _self_check_passed(name: str, device: torch.device, dtypes: Sequence[torch.dtype]) -> bool:
+    if name not in SELF_CHECKED or os.environ.get(SKIP_SELF_CHECK_ENV) == "1":
+        return True
+    dev = _cuda_device(device) if device.type == "cuda" else device
+    for dtype in dict.fromkeys(dtypes):
+        key = (name, str(dev), dtype)
+        if key not in _SELF_CHECKS:
+            _SELF_CHECKS[key] = why = _run_self_check(name, dev, dtype)
+            if why is not None:
+                warnings.warn(
+                    f"camfast: backend {name!r} failed its self-check on {dev} for {str(dtype)[6:]} ({why}); "
+                    f"backend='auto' uses the next backend there. camfast.backends() shows the result; "
+                    f"{SKIP_SELF_CHECK_ENV}=1 skips the check.", RuntimeWarning, stacklevel=4)
+        if _SELF_CHECKS[key] is not None:
+            return False
+    return True
+
+
+def _self_check_inputs(dtype: torch.dtype):
+    """float64 CPU inputs, exactly representable in ``dtype``, whose CAMs keep every value away
+    from the ReLU kink, from the min/max and from the other source (ties there may be broken
+    differently by rounding), and whose images differ everywhere (sign(0) is a kink too)."""
+    B, K, H, W, h, w, Cs = 2, 3, 13, 10, 3, 4, (5, 3)
+    for seed in range(1000):
+        g = torch.Generator().manual_seed(seed)
+        feats = [torch.randn(B, C, h, w, generator=g, dtype=torch.float64).to(dtype).double() for C in Cs]
+        grads = [(torch.randn(B, C, h, w, generator=g, dtype=torch.float64) + 0.3).to(dtype).double() for C in Cs]
+        ns = []
+        ok = True
+        for f, gr in zip(feats, grads):
+            pre = (gr.mean(dim=(2, 3), keepdim=True) * f).sum(dim=1).flatten(1)     # [B, P]
+            scale = pre.abs().amax(dim=1, keepdim=True)
+            cam = pre.clamp(min=0)
+            srt = cam.sort(dim=1).values
+            gaps = srt[:, 1:] - srt[:, :-1]
+            # exact zeros (ReLU) tie exactly in every backend; anything else must be separated
+            ok &= bool((pre.abs() > 0.05 * scale).all() and ((gaps > 0.02 * scale) | (srt[:, 1:] == 0)).all())
+            mn, mx = cam.amin(dim=1, keepdim=True), cam.amax(dim=1, keepdim=True)
+            ns.append((cam - mn) / (mx - mn + 1e-2))
+        d = (ns[0] - ns[1]).abs()
+        ok &= bool(((d > 0.02) | ((ns[0] == 0) & (ns[1] == 0))).all())
+        if ok:
+            break
+    real = (torch.rand(B, K, H, W, generator=g, dtype=torch.float64) * 2 - 1).to(dtype).double()
+    step = torch.rand(B, K, H, W, generator=g, dtype=torch.float64) * 0.8 + 0.2
+    sign = torch.randint(0, 2, (B, K, H, W), generator=g).double() * 2 - 1
+    fake = (real + sign * step).to(dtype).double()
+    return real, fake, feats, grads
+
+
+def _self_check_impl(name: str, device: torch.device, dtype: torch.dtype) -> Optional[str]:
+    """None if backend ``name`` matches the reference on ``device`` in ``dtype``, else why not."""
+    eps, names = 1e-2, ["loss", "d/dreal", "d/dfake", "d/dfeats[0]", "d/dfeats[1]", "d/dgrads[0]", "d/dgrads[1]"]
+    autocast = torch.autocast(device.type, enabled=False) if device.type in ("cuda", "cpu") else contextlib.nullcontext()
+    try:
+        # Also when called under no_grad / inference_mode / autocast (evaluation code).
+        with torch.inference_mode(False), torch.enable_grad(), autocast:
+            real, fake, feats, grads = _self_check_inputs(dtype)
+            ref_in = [t.clone().requires_grad_(True) for t in (real, fake, *feats, *grads)]
+            want = reference.cam_consistency_loss(ref_in[0], ref_in[1], ref_in[2:4], ref_in[4:6], "minmax", eps, "mean")
+            want = [want.detach()] + [x.detach() for x in torch.autograd.grad(want, ref_in)]
+            dev_in = [t.to(device=device, dtype=dtype).requires_grad_(True) for t in (real, fake, *feats, *grads)]
+            loss = _fused_loss(name, dev_in[0], dev_in[1], dev_in[2:4], dev_in[4:6], "minmax", eps, "mean")
+            got = [loss.detach()] + [x.detach() for x in torch.autograd.grad(loss, dev_in)]
+            got = [x.double().cpu() for x in got]  # also waits for the device: its errors surface here
+        rtol = _SELF_CHECK_RTOL.get(dtype, 1e-3)
+        for what, a, b in zip(names, got, want):
+            if a.shape != b.shape:
+                return f"{what} has shape {tuple(a.shape)}, expected {tuple(b.shape)}"
+            err = (a - b).abs().max().item() if a.numel() else 0.0
+            tol = rtol * max(b.abs().max().item() if b.numel() else 0.0, 1e-6)
+            if not err <= tol:  # also catches NaN
+                return f"{what} differs from the reference by {err:.3g} (tolerance {tol:.3g})"
+    except Exception as e:  # any failure of the backend counts as a failed check
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        return f"{type(e).__name__}: {first}"
+    return None
+
+
+# Under torch.compile the check runs eagerly, outside the graph (a graph break on first use).
+_run_self_check = torch.compiler.disable(_self_check_impl)
+
+
 def backends() -> dict:
-    """Which backends can run here, why not where they cannot, and what ``auto`` picks."""
+    """Which backends can run here, why not where they cannot, the results of the self-checks
+    that ``auto`` ran so far, and what ``auto`` picks (for float32 on the CPU and on the current
+    CUDA device; this runs the self-check there if it has not run yet)."""
     out = {}
     for name in BACKENDS[1:]:
         why = _why_not(name)
@@ -93,14 +204,23 @@ def backends() -> dict:
         "cpu": _auto(torch.device("cpu"), torch.float32),
         "cuda": _auto(_cuda_device(None), torch.float32) if torch.cuda.is_available() else None,
     }
+    skipped = os.environ.get(SKIP_SELF_CHECK_ENV) == "1"
+    for name in SELF_CHECKED:
+        out[name]["self_check"] = {
+            f"{dev} {str(dt)[6:]}": "passed" if why is None else f"failed: {why}"
+            for (n, dev, dt), why in _SELF_CHECKS.items() if n == name
+        }
+        if skipped:
+            out[name]["self_check"]["all"] = f"skipped ({SKIP_SELF_CHECK_ENV}=1)"
     return out
 
 
-def _resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
+def _resolve_backend(backend: str, device: torch.device, dtype: torch.dtype,
+                     dtypes: Sequence[torch.dtype] = ()) -> str:
     if not isinstance(backend, str) or backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        return _auto(device, dtype)
+        return _auto(device, dtype, dtypes)
     why = _why_not(backend, device if backend == "cuda" and device.type == "cuda" else None)
     if why is not None:
         raise RuntimeError(f"backend {backend!r} is not available: {why}")
@@ -225,6 +345,12 @@ def _lowres(fl, gl, normalize, eps, backend) -> torch.Tensor:
     return mask_op(_contig(fl), _contig(gl), normalize, eps)
 
 
+def _fused_loss(backend, real, fake, fl, gl, normalize, eps, reduction) -> torch.Tensor:
+    u = _lowres(fl, gl, normalize, eps, backend).to(reference.accumulate_dtype(real.dtype))
+    _, l1_op = _ops(backend)
+    return l1_op(real.contiguous(), fake.contiguous(), u, reduction)
+
+
 # ---------------------------------------------------------------- public API
 
 def cam_consistency_loss(
@@ -262,14 +388,13 @@ def cam_consistency_loss(
         raise ValueError(f"feats: expected batch size {real.shape[0]} (as real), got {fl[0].shape[0]}")
     if fl[0].device != real.device:
         raise ValueError(f"feats: expected device {real.device} (as real), got {fl[0].device}")
-    name = _resolve_backend(backend, real.device, real.dtype if real.dtype == torch.float64 else fl[0].dtype)
+    name = _resolve_backend(backend, real.device, real.dtype if real.dtype == torch.float64 else fl[0].dtype,
+                            (fl[0].dtype, real.dtype))
     if name == "triton" and fl[0].dtype == torch.float64:
         raise TypeError("backend 'triton' supports float16, bfloat16 and float32, got float64 feats")
     if name == "reference":
         return reference.cam_consistency_loss(real, fake, fl, gl, normalize, eps, reduction)
-    u = _lowres(fl, gl, normalize, eps, name).to(reference.accumulate_dtype(real.dtype))
-    _, l1_op = _ops(name)
-    return l1_op(real.contiguous(), fake.contiguous(), u, reduction)
+    return _fused_loss(name, real, fake, fl, gl, normalize, eps, reduction)
 
 
 def grad_cam_mask(

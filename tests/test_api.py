@@ -129,7 +129,8 @@ def test_backends_report():
     info = camfast.backends()
     assert info["reference"]["available"]
     for name in ("cpu", "cuda", "triton"):
-        assert set(info[name]) == {"available", "why_not"}
+        expected = {"available", "why_not"} | ({"self_check"} if name in ("cuda", "triton") else set())
+        assert set(info[name]) == expected
         assert info[name]["available"] == (info[name]["why_not"] is None)
     assert info["auto"]["cpu"] in ("cpu", "reference")
     if not torch.cuda.is_available():
