@@ -32,6 +32,8 @@ def _load(name: str) -> dict:
 
 # SASS for A100 (8.0, also runs on 8.6/8.9) and H100/H200 (9.0), PTX for everything newer.
 DEFAULT_CUDA_ARCHS = "8.0;9.0+PTX"
+# Device-code flags of the CUDA kernels; benchmarks/kernel_resources.py reads this list.
+NVCC_FLAGS = ["-O3", "-lineinfo", "--expt-relaxed-constexpr"]
 
 
 def _version() -> str:
@@ -94,9 +96,8 @@ def make_extension():
     include = [os.path.join(ROOT, "csrc")]
     if with_cuda:
         define.append(("WITH_CUDA", None))
-        nvcc = ["-O3", "-lineinfo", "--expt-relaxed-constexpr"]
         ext = CUDAExtension("camfast._C", sources, include_dirs=include, define_macros=define,
-                            extra_compile_args={"cxx": cxx, "nvcc": nvcc}, extra_link_args=["-fopenmp"])
+                            extra_compile_args={"cxx": cxx, "nvcc": list(NVCC_FLAGS)}, extra_link_args=["-fopenmp"])
     else:
         ext = CppExtension("camfast._C", sources, include_dirs=include, define_macros=define,
                            extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])

@@ -33,8 +33,10 @@ from . import check_cam_args, check_grad_mask, device_guard, new_output, next_po
 # they stream with: a [BLOCK_C, BLOCK_P] fp32 tile is 32 registers per thread at 4 warps.
 BLOCK_C = 16
 BLOCK_P = 256
-# Pixel tile of the per-sample kernels.
+# Pixel tile of the per-sample kernels, and their warps: there are only B of these programs, so
+# each gets 8 warps (also keeps a 1024-pixel tile at 8 elements per thread).
 FINISH_BLOCK = 1024
+FINISH_WARPS = 8
 
 
 @triton.jit
@@ -291,7 +293,7 @@ def cam_mask(feats, grads, normalize: str = "minmax", eps: float = 1e-6) -> torc
         for s in range(len(pairs)):
             _cam_finish_kernel[(B,)](
                 partial, pre, u, cum[s], cum[s + 1], cum[-1], P, float(eps),
-                MINMAX=minmax, FIRST=s == 0, BLOCK=finish_block(P),
+                MINMAX=minmax, FIRST=s == 0, BLOCK=finish_block(P), num_warps=FINISH_WARPS,
             )
     return u
 
@@ -321,7 +323,7 @@ def cam_mask_backward(grad_mask, feats, grads, normalize: str = "minmax", eps: f
         for s in range(S):
             _cam_finish_kernel[(B,)](
                 partial, pre[s], n[s], cum[s], cum[s + 1], cum[-1], P, float(eps),
-                MINMAX=minmax, FIRST=True, BLOCK=finish_block(P),
+                MINMAX=minmax, FIRST=True, BLOCK=finish_block(P), num_warps=FINISH_WARPS,
             )
 
         # 2. split gu between the sources that attain the union (S = 1: gn = gu).
@@ -336,7 +338,7 @@ def cam_mask_backward(grad_mask, feats, grads, normalize: str = "minmax", eps: f
         gpre = new_output((S, B, P), torch.float32, dev)
         for s in range(S):
             _cam_norm_backward_kernel[(B,)](pre[s], n[s], gn[s], gpre[s], P, float(eps),
-                                            MINMAX=minmax, BLOCK=finish_block(P))
+                                            MINMAX=minmax, BLOCK=finish_block(P), num_warps=FINISH_WARPS)
 
         # 4. per source, one pass over the channels.
         for s, (f, g) in enumerate(pairs):

@@ -7,8 +7,11 @@
 //                             alpha[c] = (sum_p grads[b,c,p]) / P   one warp per channel,
 //                                        lanes sum 16-byte chunks q = lane, lane+32, ... in order,
 //                                        then a fixed shuffle tree;
-//                             partial[b, chunk, p] = sum_{c in chunk, ascending} alpha[c]*feats[b,c,p]
-//                                        one thread per 16-byte chunk of p.
+//                             partial[b, chunk, p] = sum_{c in chunk} alpha[c]*feats[b,c,p]
+//                                        one thread per 16-byte chunk of p; when there are
+//                                        fewer chunks than threads / 2, G groups of threads
+//                                        split the channels (ascending within a group) and
+//                                        their sums are added in group order.
 //                           The backward also stores alpha (needed for dfeats).
 //   cam_finish_*_kernel     grid B blocks of 256 threads; block b, for every source s:
 //                             pre_s[p] = sum_{chunks ascending} partial[b, chunk, p]  -> scratch
@@ -97,27 +100,71 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
 
-  // partial[p] = sum over this chunk's channels, ascending, of alpha[c] * feats[b, c, p].
+  // partial[p] = sum over this chunk's channels of alpha[c] * feats[b, c, p].
   const T* fbase = feats + (b * C + c0) * P;
   A* out = partial + (b * total_chunks + chunk_offset + chunk) * P;
-  for (int64_t q = threadIdx.x; q < Q; q += kThreads) {
-    A acc[V];
+  // Few pixel chunks (Q < kThreads / 2, e.g. P = 256: Q = 64 fp32, 32 fp16/bf16): G groups of
+  // kThreads / G threads each sum kChunkChannels / G of the channels for the same pixels, and
+  // the groups' sums are added in group order through shared memory, so that every thread
+  // works. G depends on the shapes only: the result is deterministic.
+  int G = 1;
+  while (G < kChunkChannels && Q * 2 * G <= kThreads) G *= 2;
+  if (G == 1) {
+    for (int64_t q = threadIdx.x; q < Q; q += kThreads) {
+      A acc[V];
 #pragma unroll
-    for (int j = 0; j < V; ++j) acc[j] = A(0);
-    // Constant trip count, predicated: all of the chunk's loads can be in flight at once.
+      for (int j = 0; j < V; ++j) acc[j] = A(0);
+      // Constant trip count, predicated: all of the chunk's loads can be in flight at once.
 #pragma unroll
-    for (int ci = 0; ci < kChunkChannels; ++ci) {
-      if (ci < nc) {
+      for (int ci = 0; ci < kChunkChannels; ++ci) {
+        if (ci < nc) {
+          A f[V];
+          load_chunk(fbase + ci * P, q * V, P, vec_ok, f);
+          const A a = s_alpha[ci];
+#pragma unroll
+          for (int j = 0; j < V; ++j) acc[j] += a * f[j];
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < V; ++j) {
+        const int64_t p = q * V + j;
+        if (p < P) out[p] = acc[j];
+      }
+    }
+    return;
+  }
+  __shared__ A s_part[kThreads * V];
+  const int tq = kThreads / G;            // threads per group, >= Q
+  const int group = threadIdx.x / tq;
+  const int q = threadIdx.x % tq;         // this thread's pixel chunk
+  const int per_group = kChunkChannels / G;
+  A acc[V];
+#pragma unroll
+  for (int j = 0; j < V; ++j) acc[j] = A(0);
+  if (q < Q) {
+#pragma unroll
+    for (int k = 0; k < kChunkChannels; ++k) {
+      const int ci = group * per_group + k;
+      if (k < per_group && ci < nc) {
         A f[V];
-        load_chunk(fbase + ci * P, q * V, P, vec_ok, f);
+        load_chunk(fbase + ci * P, int64_t(q) * V, P, vec_ok, f);
         const A a = s_alpha[ci];
 #pragma unroll
         for (int j = 0; j < V; ++j) acc[j] += a * f[j];
       }
     }
+  }
+#pragma unroll
+  for (int j = 0; j < V; ++j) s_part[threadIdx.x * V + j] = acc[j];
+  __syncthreads();
+  if (group == 0 && q < Q) {
+    for (int g2 = 1; g2 < G; ++g2) {
+#pragma unroll
+      for (int j = 0; j < V; ++j) acc[j] += s_part[(g2 * tq + q) * V + j];
+    }
 #pragma unroll
     for (int j = 0; j < V; ++j) {
-      const int64_t p = q * V + j;
+      const int64_t p = int64_t(q) * V + j;
       if (p < P) out[p] = acc[j];
     }
   }
