@@ -126,6 +126,8 @@ def search_table(cands: list[dict]) -> str:
         cfg, m = c["config"], c["config"].get("model", {})
         curve = " → ".join(f"{float(r['edit_accuracy']):.2f}@{r['step']}" for r in c["curve"] if r.get("edit_accuracy"))
         sched = f"{cfg.get('lr_decay')}, n_critic {cfg.get('n_critic')}, ema {cfg.get('g_ema', 0)}"
+        if cfg.get("d_lr") is not None and cfg.get("d_lr") != cfg.get("g_lr"):
+            sched += f", lr G/D {cfg['g_lr']:g}/{cfg['d_lr']:g}"
         d_width = m.get("dis_dim", m.get("d_conv_dim", m.get("conv_dim")))
         layers = m.get("enc_layers", m.get("d_repeat_num", "default"))
         speed = f"{c['it_per_s']:.2f}" if c["it_per_s"] else "n/a"
