@@ -30,10 +30,10 @@ test: build
 # cooperative AttGAN run on the built-in synthetic faces, then camfast-eval's scorecard.
 CLASSIFIER := .cache/classifier-synthetic-2000-64.pt
 train: build
-	test -f $(CLASSIFIER) || $(PY) -m camfast.train_classifier --synthetic-images 2000 --image-size 64 \
+	test -f $(CLASSIFIER) || $(PY) -m camfast.cli.train_classifier --synthetic-images 2000 --image-size 64 \
 	    --seed 0 --epochs 6 --threads 2 --out $(CLASSIFIER)
-	$(PY) -m camfast.train --preset quick --out runs/quick --overwrite --set eval_classifier=$(CLASSIFIER)
-	$(PY) -m camfast.eval --run runs/quick --classifier $(CLASSIFIER) --limit 100 --n-samples 4 \
+	$(PY) -m camfast.cli.train --preset quick --out runs/quick --overwrite --set eval_classifier=$(CLASSIFIER)
+	$(PY) -m camfast.cli.eval --run runs/quick --classifier $(CLASSIFIER) --limit 100 --n-samples 4 \
 	    --threads 2 --no-progress --scorecard
 	@echo "sample grid: $$(ls runs/quick/samples/*.png | tail -n 1); evaluation sheet: runs/quick/samples.png"
 

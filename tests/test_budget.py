@@ -12,10 +12,10 @@ import torch
 
 from camfast import models
 from camfast.data import synthetic
-from camfast.eval import main as eval_main
+from camfast.cli.eval import main as eval_main
 from camfast.evaluation.translate import DEFAULT_G_MODE, GMode
-from camfast.train import main as train_main
-from camfast.train_classifier import main as clf_main
+from camfast.cli.train import main as train_main
+from camfast.cli.train_classifier import main as clf_main
 from camfast.training import config, schedule
 from camfast.training.conditions import Conditions, flip
 from camfast.training.distributed import Dist

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from camfast.data import synthetic
-from camfast.eval import main as eval_main
+from camfast.cli.eval import main as eval_main
 from camfast.evaluation import classifier as clf_mod
 from camfast.evaluation import metrics as M
-from camfast.train import main as train_main
-from camfast.train_classifier import main as clf_main
+from camfast.cli.train import main as train_main
+from camfast.cli.train_classifier import main as clf_main
 
 N_IMAGES = 40
 

@@ -20,9 +20,9 @@ import pytest
 import torch
 
 from camfast.data import ResumableBatchSampler, synthetic
-from camfast.eval import main as eval_main
+from camfast.cli.eval import main as eval_main
 from camfast.evaluation import classifier as clf_mod
-from camfast.train import _default_run_dir, main
+from camfast.cli.train import _default_run_dir, main
 from camfast.training import checkpoint, config
 from camfast.training.trainer import Trainer
 
@@ -93,7 +93,7 @@ def test_sigterm_to_the_process_group_saves_and_exits_143(cache, tmp_path):
     """docker stop / Slurm / Kubernetes: SIGTERM to every process of the group, DataLoader
     workers included. The workers ignore it; the trainer saves the step and exits 143."""
     out = str(tmp_path / "run")
-    cmd = [sys.executable, "-m", "camfast.train"] + args_for(out, cache, steps=500, num_workers=2)
+    cmd = [sys.executable, "-m", "camfast.cli.train"] + args_for(out, cache, steps=500, num_workers=2)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     p = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:

@@ -13,7 +13,7 @@ import torch
 from camfast import models
 from camfast.data import synthetic
 from camfast.gradcam import GradCAM
-from camfast.train import main
+from camfast.cli.train import main
 from camfast.training import checkpoint, config
 from camfast.training.conditions import sample_targets
 from camfast.training.distributed import Dist
@@ -232,7 +232,7 @@ def test_ddp_two_processes_on_cpu(cache, tmp_path):
     The trainer checks at every checkpoint that both ranks hold the same parameters."""
     out = str(tmp_path / "ddp")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "camfast.train"] + cli_args("stgan", cache, out, steps=3, save_every=2)
+           "-m", "camfast.cli.train"] + cli_args("stgan", cache, out, steps=3, save_every=2)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -244,7 +244,7 @@ def test_ddp_two_processes_on_cpu(cache, tmp_path):
 # ---------------------------------------------------------------- command line
 
 def test_help():
-    r = subprocess.run([sys.executable, "-m", "camfast.train", "--help"], capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run([sys.executable, "-m", "camfast.cli.train", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0 and "--preset" in r.stdout and "--resume" in r.stdout
 
 

@@ -1,4 +1,9 @@
-"""What every camfast command line shares: exit codes and one-line usage errors."""
+"""camfast's command lines, one module each, apart from the library they call:
+``train`` (camfast-train), ``eval`` (camfast-eval), ``train_classifier``
+(camfast-train-classifier); each also runs as ``python -m camfast.cli.<name>``.
+
+This module holds what they share: exit codes and one-line usage errors.
+"""
 import argparse
 import sys
 
