@@ -298,6 +298,7 @@ def test_docs_describe_every_option():
         doc = f.read()
     missing = [k for k in config.OPTIONS if f"`{k}`" not in doc]
     assert not missing, f"docs/training.md does not describe {missing}"
+    assert config.options_markdown() in doc, "the table of All options is not config.options_markdown(); paste it in"
 
 
 @pytest.mark.parametrize("preset", ["stargan", "attgan", "stgan", "quick"])

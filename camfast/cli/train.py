@@ -22,13 +22,6 @@ from ..training import config as config_mod
 
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
-# direct flag -> config key
-FLAGS = {
-    "backbone": "backbone", "steps": "steps", "batch_size": "batch_size", "image_size": "image_size",
-    "data": "data", "data_cache": "data_cache", "out": "out", "seed": "seed", "device": "device", "amp": "amp",
-    "lambda_cam_g": "lambda_cam_g", "lambda_cam_d": "lambda_cam_d",
-}
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="camfast-train", description=__doc__,
@@ -53,29 +46,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "unpickles it fully, which can run code: only for files you trust")
     p.add_argument("--list-options", action="store_true", help="print every option, its default and meaning, and exit")
     g = p.add_argument_group("common options (shorthands for --set)")
-    g.add_argument("--backbone", help="stargan, attgan or stgan")
-    g.add_argument("--steps", type=int, help="training iterations")
-    g.add_argument("--batch-size", type=int, help="images per iteration (per process)")
-    g.add_argument("--image-size", type=int, help="64, 128 or 256")
-    g.add_argument("--data", help="CelebA folder (default: the built-in synthetic set)")
-    g.add_argument("--data-cache", help="cache folder of the synthetic set (default $CAMFAST_CACHE or ~/.cache/camfast)")
-    g.add_argument("--out", help="run folder (default runs/<backbone>-<timestamp>)")
-    g.add_argument("--seed", type=int)
-    g.add_argument("--device", help="auto, cpu, cuda, cuda:N")
-    g.add_argument("--amp", choices=["none", "bf16"], help="bf16 autocast (GPUs)")
-    g.add_argument("--lambda-cam-g", type=float, help="CAM-consistency weight in G's loss (0: off)")
-    g.add_argument("--lambda-cam-d", type=float, help="CAM-consistency weight in D's loss (0: off)")
+    for key in config_mod.FLAGS:  # the options declared with flag=True, e.g. batch_size -> --batch-size
+        o = config_mod.OPTIONS[key]  # choices are checked with the config's, for one message
+        shown = "{" + ",".join(map(str, o.choices)) + "}" if o.choices else None
+        g.add_argument("--" + key.replace("_", "-"), dest=key, type=o.types[0], metavar=shown,
+                       help=o.help.replace("%", "%%"))
     return p
 
 
 def list_options() -> str:
     lines = []
-    for key, (types, choices, text) in config_mod.OPTIONS.items():
-        default = config_mod.DEFAULTS[key]
-        per = {b: d[key] for b, d in config_mod.BACKBONE_DEFAULTS.items() if key in d and d[key] != default}
-        extra = "".join(f", {b}: {v}" for b, v in per.items())
-        ch = f" [{', '.join(map(str, choices))}]" if choices else ""
-        lines.append(f"{key:20s} {default!r}{extra}{ch}\n{'':20s} {text}")
+    for key, o in config_mod.OPTIONS.items():
+        extra = "".join(f", {b}: {v}" for b, v in config_mod.backbone_defaults(key).items())
+        ch = f" [{', '.join(map(str, o.choices))}]" if o.choices else ""
+        lines.append(f"{key:20s} {o.default!r}{extra}{ch}\n{'':20s} {o.help}")
     return "\n".join(lines)
 
 
@@ -119,7 +103,7 @@ def _resolve(args) -> tuple[dict, str, Optional[dict], Optional[str], bool]:
     """``(config, run folder, checkpoint or None, its path, run folder just created)`` from the command line."""
     from ..training import checkpoint as ckpt_mod
 
-    flags = {key: getattr(args, name) for name, key in FLAGS.items()}
+    flags = {key: getattr(args, key) for key in config_mod.FLAGS}
     if not args.resume and (args.discard_newer or args.trust_checkpoint):
         raise config_mod.ConfigError(f"{'--discard-newer' if args.discard_newer else '--trust-checkpoint'} "
                                      "only applies with --resume")

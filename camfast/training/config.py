@@ -5,17 +5,21 @@ passed to :func:`camfast.models.build`. ``resolve`` layers, lowest first:
 
     DEFAULTS < BACKBONE_DEFAULTS[backbone] < preset file < --config file < flags < --set
 
-Every key is checked here (type and choices), so a typo fails before anything is built.
+Each option is declared once, as a row of ``OPTIONS``; the defaults, the per-backbone
+defaults, what a resume may change, camfast-train's flags, ``--list-options`` and the table of
+docs/training.md are derived from it. Every key is checked here (type, choices, minimum), so
+a typo fails before anything is built.
 """
 from __future__ import annotations
 
 import difflib
 import math
 import os
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, NamedTuple, Optional
 
 import yaml
 
+from ..api import BACKENDS
 from ..models import BACKBONES
 
 # The smallest normal float32: the CAM loss is computed in float32 (see cam_eps in check()).
@@ -28,118 +32,130 @@ class ConfigError(ValueError):
     """A bad option name or value; the message names the option."""
 
 
-# key: (types, choices or None, one-line help). ``None`` in types means "may be null".
-OPTIONS: dict[str, tuple[tuple, Optional[tuple], str]] = {
+class Option(NamedTuple):
+    """One trainer option: everything camfast-train, ``--list-options`` and docs/training.md
+    say about it is derived from this row. Rows give ``help`` last, by name."""
+    default: Any
+    types: tuple                      # ``None`` among them: the option may be null
+    choices: Optional[tuple]
+    help: str
+    backbones: dict = {}              # backbone -> its own default, where it differs
+    minimum: Optional[float] = None   # the smallest value allowed (null stays allowed where the types say so)
+    flag: bool = False                # also a direct flag of camfast-train (--batch-size, ...)
+    resumable: bool = False           # may change when a run is resumed (it does not change what is computed)
+
+
+def _attgan(value) -> dict:
+    """A default of AttGAN's recipe, which STGAN keeps (the objective and the schedule)."""
+    return {"attgan": value, "stgan": value}
+
+
+# The originals' objectives and schedules are the per-backbone defaults (docs/training.md gives
+# the sources). AttGAN's 1,137,500 steps are 200 epochs of 182,000 images at batch 32, with the
+# rate / 10 after 100 epochs. lambda_cam_g follows lambda_rec: the CAM term is an L1 on the
+# image, like the reconstruction, and docs/method.md (Weights) asks for the two to start at the
+# same order. Neither AttGAN's nor STGAN's data pipeline flips; both test with running statistics.
+OPTIONS: dict[str, Option] = {
     # run
-    "backbone": ((str,), BACKBONES, "which GAN to train"),
-    "seed": ((int,), None, "seed of every random stream (models, data order, targets)"),
-    "device": ((str,), None, "auto (cuda if available), cpu, cuda or cuda:N"),
-    "threads": ((int, None), None, "CPU threads of torch (null: torch's default); 1 is fastest for small models on a busy CPU"),
-    "amp": ((str,), ("none", "bf16"), "bf16 autocast of the forward passes (meant for GPUs)"),
-    "out": ((str, None), None, "run folder (default runs/<backbone>-<timestamp>)"),
+    "backbone": Option("stargan", (str,), BACKBONES, flag=True, help="which GAN to train"),
+    "seed": Option(0, (int,), None, minimum=0, flag=True, help="seed of every random stream (model initialisation, data order, targets, flips, penalty points)"),
+    "device": Option("auto", (str,), None, flag=True, resumable=True, help="auto (cuda if available), cpu, cuda or cuda:N"),
+    "threads": Option(None, (int, None), None, minimum=1, resumable=True, help="CPU threads of torch (null: torch's default); 1 is fastest for small models on a busy CPU"),
+    "amp": Option("none", (str,), ("none", "bf16"), flag=True, help="bf16 autocast of the forward passes (meant for GPUs)"),
+    "out": Option(None, (str, None), None, flag=True, resumable=True, help="run folder (default runs/<backbone>-<timestamp>)"),
     # data
-    "data": ((str, None), None, "CelebA root (img_align_celeba/, list_attr_celeba.txt, ...); null: the built-in synthetic set"),
-    "data_cache": ((str, None), None, "where the synthetic set is cached (default $CAMFAST_CACHE or ~/.cache/camfast)"),
-    "attrs": ((list, None), None, "attribute names; null: the backbone's list (CelebA) or all synthetic attributes"),
-    "image_size": ((int,), (64, 128, 256), "training resolution"),
-    "crop": ((str,), ("auto", "stargan", "attgan", "none"), "face crop; auto: the backbone's on CelebA, none on the synthetic set"),
-    "split": ((str,), ("train", "val", "test", "all"), "list_eval_partition.txt split to train on"),
-    "num_workers": ((int,), None, "DataLoader worker processes"),
-    "flip": ((bool,), None, "random horizontal flips (StarGAN's code flips; AttGAN's and STGAN's do not)"),
-    "synthetic_images": ((int,), None, "size of the synthetic set"),
-    "synthetic_seed": ((int,), None, "seed of the synthetic set"),
-    "synthetic_size": ((int, None), None, "side of the synthetic images (null: image_size)"),
+    "data": Option(None, (str, None), None, flag=True, resumable=True, help="CelebA root (img_align_celeba/, list_attr_celeba.txt, ...); null: the built-in synthetic set"),
+    "data_cache": Option(None, (str, None), None, flag=True, resumable=True, help="where the synthetic set is cached (default $CAMFAST_CACHE or ~/.cache/camfast)"),
+    "attrs": Option(None, (list, None), None, help="attribute names; null: the backbone's list (CelebA) or all synthetic attributes"),
+    "image_size": Option(128, (int,), (64, 128, 256), flag=True, help="training resolution"),
+    "crop": Option("auto", (str,), ("auto", "stargan", "attgan", "none"), help="face crop; auto: the backbone's on CelebA, none on the synthetic set"),
+    "split": Option("train", (str,), ("train", "val", "test", "all"), help="list_eval_partition.txt split to train on"),
+    "num_workers": Option(2, (int,), None, minimum=0, resumable=True, help="DataLoader worker processes"),
+    "flip": Option(True, (bool,), None, backbones=_attgan(False), help="random horizontal flips (StarGAN's code flips; AttGAN's and STGAN's do not)"),
+    "synthetic_images": Option(4000, (int,), None, minimum=1, help="size of the synthetic set"),
+    "synthetic_seed": Option(0, (int,), None, minimum=0, help="seed of the synthetic set"),
+    "synthetic_size": Option(None, (int, None), None, help="side of the synthetic images (null: image_size)"),
     # schedule
-    "steps": ((int,), None, "training iterations; D is updated every iteration, G every n_critic-th"),
-    "batch_size": ((int,), None, "images per iteration per process"),
-    "n_critic": ((int,), None, "D updates per G update"),
-    "g_lr": ((float,), None, "G's Adam learning rate"),
-    "d_lr": ((float,), None, "D's Adam learning rate"),
-    "beta1": ((float,), None, "Adam beta1"),
-    "beta2": ((float,), None, "Adam beta2"),
-    "lr_decay": ((str,), ("none", "linear", "step"), "linear: to 0 from lr_decay_start; step: times lr_decay_factor from lr_decay_start"),
-    "lr_decay_start": ((int, None), None, "iteration the decay starts (null: steps // 2)"),
-    "lr_decay_factor": ((float,), None, "multiplier of the step decay"),
+    "steps": Option(200000, (int,), None, backbones=_attgan(1137500), minimum=1, flag=True, resumable=True, help="training iterations; D is updated every iteration, G every n_critic-th"),
+    "batch_size": Option(16, (int,), None, backbones=_attgan(32), minimum=1, flag=True, help="images per iteration per process"),
+    "n_critic": Option(5, (int,), None, minimum=1, help="D updates per G update"),
+    "g_lr": Option(1e-4, (float,), None, backbones=_attgan(2e-4), minimum=0, help="G's Adam learning rate"),
+    "d_lr": Option(1e-4, (float,), None, backbones=_attgan(2e-4), minimum=0, help="D's Adam learning rate"),
+    "beta1": Option(0.5, (float,), None, help="Adam beta1"),
+    "beta2": Option(0.999, (float,), None, help="Adam beta2"),
+    "lr_decay": Option("linear", (str,), ("none", "linear", "step"), backbones=_attgan("step"), help="linear: to 0 from lr_decay_start; step: times lr_decay_factor from lr_decay_start"),
+    "lr_decay_start": Option(None, (int, None), None, help="iteration the decay starts (null: steps // 2)"),
+    "lr_decay_factor": Option(0.1, (float,), None, help="multiplier of the step decay"),
     # objective
-    "lambda_gp": ((float,), None, "WGAN-GP gradient penalty weight"),
-    "lambda_cls_g": ((float,), None, "G's attribute classification weight"),
-    "lambda_cls_d": ((float,), None, "D's attribute classification weight"),
-    "lambda_rec": ((float,), None, "reconstruction weight"),
-    "cls_reduction": ((str,), ("sum", "mean"), "BCE over attributes: sum (StarGAN: sum / batch) or mean (AttGAN)"),
-    "thres_int": ((float,), None, "AttGAN/STGAN: attribute a in {0,1} is fed as (2a - 1) * thres_int"),
-    "b_distribution": ((str,), ("none", "uniform", "truncated_normal"), "AttGAN/STGAN: random intensity of the target attributes"),
-    "test_int": ((float,), None, "AttGAN/STGAN: test-time intensity of the flipped attribute (sample grids, curve, camfast-eval)"),
-    "test_g_mode": ((str,), ("train", "eval"), "G's normalisation at test time: eval = running statistics (AttGAN/STGAN's test code), train = the batch's own (StarGAN's)"),
+    "lambda_gp": Option(10.0, (float,), None, minimum=0, help="WGAN-GP gradient penalty weight"),
+    "lambda_cls_g": Option(1.0, (float,), None, backbones=_attgan(10.0), minimum=0, help="G's attribute classification weight"),
+    "lambda_cls_d": Option(1.0, (float,), None, minimum=0, help="D's attribute classification weight"),
+    "lambda_rec": Option(10.0, (float,), None, backbones=_attgan(100.0), minimum=0, help="reconstruction weight"),
+    "cls_reduction": Option("sum", (str,), ("sum", "mean"), backbones=_attgan("mean"), help="BCE over attributes: sum (StarGAN: sum / batch) or mean (AttGAN)"),
+    "thres_int": Option(0.5, (float,), None, minimum=0, help="AttGAN/STGAN: attribute a in {0,1} is fed as (2a - 1) * thres_int"),
+    "b_distribution": Option("none", (str,), ("none", "uniform", "truncated_normal"), help="AttGAN/STGAN: random intensity of the target attributes"),
+    "test_int": Option(1.0, (float,), None, help="AttGAN/STGAN: test-time intensity of the flipped attribute (sample grids, curve, camfast-eval)"),
+    "test_g_mode": Option("train", (str,), ("train", "eval"), backbones=_attgan("eval"), resumable=True, help="G's normalisation at test time: eval = running statistics (AttGAN/STGAN's test code), train = the batch's own (StarGAN's)"),
     # CAM consistency
-    "lambda_cam_g": ((float,), None, "weight of the CAM-consistency term in G's loss (0: off)"),
-    "lambda_cam_d": ((float,), None, "weight of the CAM-consistency term in D's loss (0: off)"),
-    "cam_g_start": ((int,), None, "iteration from which G's CAM term is on (0: from the start)"),
-    "cam_g_ramp": ((int,), None, "iterations over which G's CAM weight ramps from 0 to lambda_cam_g after cam_g_start (0: at once)"),
-    "cam_layer": ((str, None), None, "D's layer for Grad-CAM (null: D.default_cam_layer)"),
-    "cam_normalize": ((str,), ("minmax", "max"), "CAM normalisation"),
-    "cam_sources": ((str,), ("both", "real", "fake"), "CAM of the real image (removed attributes), the translated one (added), or both"),
-    "cam_score": ((str,), ("changed", "flipped", "all"), "which logits form the Grad-CAM score, see docs/training.md"),
-    "cam_eps": ((float,), None, "eps of the CAM normalisation"),
-    "cam_g_through_mask": ((bool,), None, "let G's gradient also flow through D's mask"),
-    "cam_backend": ((str,), ("auto", "reference", "cpu", "cuda", "triton"), "camfast.cam_consistency_loss backend"),
+    "lambda_cam_g": Option(10.0, (float,), None, backbones=_attgan(100.0), minimum=0, flag=True, help="weight of the CAM-consistency term in G's loss (0: off)"),
+    "lambda_cam_d": Option(1.0, (float,), None, minimum=0, flag=True, help="weight of the CAM-consistency term in D's loss (0: off)"),
+    "cam_g_start": Option(0, (int,), None, minimum=0, help="iteration from which G's CAM term is on (0: from the start)"),
+    "cam_g_ramp": Option(0, (int,), None, minimum=0, help="iterations over which G's CAM weight ramps from 0 to lambda_cam_g after cam_g_start (0: at once)"),
+    "cam_layer": Option(None, (str, None), None, help="D's layer for Grad-CAM (null: D.default_cam_layer)"),
+    "cam_normalize": Option("minmax", (str,), ("minmax", "max"), help="CAM normalisation"),
+    "cam_sources": Option("both", (str,), ("both", "real", "fake"), help="CAM of the real image (removed attributes), the translated one (added), or both"),
+    "cam_score": Option("changed", (str,), ("changed", "flipped", "all"), help="which logits form the Grad-CAM score (CAM consistency in docs/training.md)"),
+    "cam_eps": Option(1e-6, (float,), None, help="eps of the CAM normalisation (at least 1.2e-38, the smallest normal float32)"),
+    "cam_g_through_mask": Option(False, (bool,), None, help="let G's gradient also flow through D's mask"),
+    "cam_backend": Option("auto", (str,), BACKENDS, help="camfast.cam_consistency_loss backend (auto: the fastest for the device, see camfast.backends())"),
     # output
-    "log_every": ((int,), None, "iterations between metrics.csv rows"),
-    "sample_every": ((int,), None, "iterations between sample grids (0: only at the end)"),
-    "n_samples": ((int,), None, "faces in a sample grid"),
-    "save_every": ((int,), None, "iterations between checkpoints (0: only at the end)"),
-    "keep_every": ((int,), None, "also keep checkpoint-<step>.pt every this many iterations (0: no)"),
-    "g_ema": ((float,), None, "decay of a moving average of G's weights used for samples and evaluation (0: off; e.g. 0.999)"),
-    "eval_every": ((int,), None, "iterations between learning-curve points in curve.csv (0: off)"),
-    "eval_images": ((int,), None, "validation faces the learning curve edits"),
-    "eval_classifier": ((str, None), None, "camfast-train-classifier file that scores the curve's edits (null: recon PSNR only)"),
-    "nonfinite_patience": ((int,), None, "stop with an error after this many consecutive logged steps with a non-finite loss (0: only warn)"),
-    "tensorboard": ((bool,), None, "write TensorBoard logs when tensorboard is installed"),
-    "progress": ((bool,), None, "progress bar (tqdm) or periodic lines"),
+    "log_every": Option(10, (int,), None, minimum=0, resumable=True, help="iterations between metrics.csv rows"),
+    "sample_every": Option(1000, (int,), None, minimum=0, resumable=True, help="iterations between sample grids (0: only at the end)"),
+    "n_samples": Option(8, (int,), None, minimum=1, help="faces in a sample grid"),
+    "save_every": Option(1000, (int,), None, minimum=0, resumable=True, help="iterations between checkpoints (0: only at the end and when stopped)"),
+    "keep_every": Option(0, (int,), None, minimum=0, resumable=True, help="also keep checkpoint-<step>.pt every this many iterations (0: no)"),
+    "g_ema": Option(0.0, (float,), None, help="decay of a moving average of G's weights used for samples and evaluation (0: off; e.g. 0.999)"),
+    "eval_every": Option(0, (int,), None, minimum=0, resumable=True, help="iterations between learning-curve points in curve.csv (0: off)"),
+    "eval_images": Option(64, (int,), None, minimum=1, resumable=True, help="validation faces the learning curve edits"),
+    "eval_classifier": Option(None, (str, None), None, resumable=True, help="camfast-train-classifier file that scores the curve's edits (null: recon PSNR only)"),
+    "nonfinite_patience": Option(3, (int,), None, minimum=0, resumable=True, help="stop with an error after this many consecutive logged steps with a non-finite loss (0: only warn)"),
+    "tensorboard": Option(True, (bool,), None, resumable=True, help="write TensorBoard logs when tensorboard is installed"),
+    "progress": Option(True, (bool,), None, resumable=True, help="progress bar (tqdm) or periodic lines"),
     # model
-    "model": ((dict,), None, "options of camfast.models.build (conv_dim, ...; see docs/backbones.md)"),
+    "model": Option({}, (dict,), None, help="options of camfast.models.build (conv_dim, ...; see docs/backbones.md)"),
 }
 
-DEFAULTS: dict[str, Any] = {
-    "backbone": "stargan", "seed": 0, "device": "auto", "threads": None, "amp": "none", "out": None,
-    "data": None, "data_cache": None, "attrs": None, "image_size": 128, "crop": "auto", "split": "train",
-    "num_workers": 2, "flip": True, "synthetic_images": 4000, "synthetic_seed": 0, "synthetic_size": None,
-    "steps": 200000, "batch_size": 16, "n_critic": 5, "g_lr": 1e-4, "d_lr": 1e-4, "beta1": 0.5, "beta2": 0.999,
-    "lr_decay": "linear", "lr_decay_start": None, "lr_decay_factor": 0.1,
-    "lambda_gp": 10.0, "lambda_cls_g": 1.0, "lambda_cls_d": 1.0, "lambda_rec": 10.0, "cls_reduction": "sum",
-    "thres_int": 0.5, "b_distribution": "none", "test_int": 1.0, "test_g_mode": "train",
-    "lambda_cam_g": 10.0, "lambda_cam_d": 1.0, "cam_g_start": 0, "cam_g_ramp": 0, "cam_layer": None, "cam_normalize": "minmax",
-    "cam_sources": "both", "cam_score": "changed", "cam_eps": 1e-6, "cam_g_through_mask": False,
-    "cam_backend": "auto",
-    "log_every": 10, "sample_every": 1000, "n_samples": 8, "save_every": 1000, "keep_every": 0,
-    "g_ema": 0.0, "eval_every": 0, "eval_images": 64, "eval_classifier": None,
-    "nonfinite_patience": 3, "tensorboard": True, "progress": True,
-    "model": {},
-}
-
-# The originals' objectives and schedules (see docs/training.md for the sources).
-# lambda_cam_g follows lambda_rec: the CAM term is an L1 on the image, like the
-# reconstruction, and docs/method.md (Weights) asks for the two to start at the same order.
+DEFAULTS: dict[str, Any] = {key: o.default for key, o in OPTIONS.items()}
 BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "stargan": {
-        "image_size": 128, "batch_size": 16, "steps": 200000, "g_lr": 1e-4, "d_lr": 1e-4,
-        "lr_decay": "linear", "lambda_cls_g": 1.0, "lambda_cls_d": 1.0, "lambda_rec": 10.0,
-        "cls_reduction": "sum", "lambda_cam_g": 10.0, "lambda_cam_d": 1.0,
-    },
-    "attgan": {
-        # 200 epochs of 182,000 images at batch 32 = 1,137,500 iterations; lr / 10 after 100 epochs.
-        "image_size": 128, "batch_size": 32, "steps": 1137500, "g_lr": 2e-4, "d_lr": 2e-4,
-        "lr_decay": "step", "lr_decay_factor": 0.1, "lambda_cls_g": 10.0, "lambda_cls_d": 1.0,
-        "lambda_rec": 100.0, "cls_reduction": "mean", "lambda_cam_g": 100.0, "lambda_cam_d": 1.0,
-        # Neither AttGAN's nor STGAN's data pipeline flips; both test with running statistics.
-        "flip": False, "test_g_mode": "eval",
-    },
-}
-BACKBONE_DEFAULTS["stgan"] = dict(BACKBONE_DEFAULTS["attgan"])
+    b: {key: o.backbones[b] for key, o in OPTIONS.items() if b in o.backbones} for b in BACKBONES}
+RESUMABLE = {key for key, o in OPTIONS.items() if o.resumable}
+FLAGS = [key for key, o in OPTIONS.items() if o.flag]
 
-# Options that may change when a run is resumed (they do not change what is computed).
-RESUMABLE = {"steps", "device", "threads", "num_workers", "log_every", "sample_every", "save_every",
-             "keep_every", "tensorboard", "progress", "data", "data_cache", "out",
-             "eval_every", "eval_images", "eval_classifier", "test_g_mode", "nonfinite_patience"}
+
+def backbone_defaults(key: str) -> dict:
+    """``{backbone: default}`` where a backbone's default of ``key`` differs from the common one."""
+    o = OPTIONS[key]
+    return {b: v for b, v in o.backbones.items() if v != o.default}
+
+
+def options_markdown() -> str:
+    """The table of docs/training.md's "All options" (tests/test_train.py checks that the page holds it)."""
+    def show(v):  # numbers as they read, the rest as YAML code
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return f"{v:g}" if isinstance(v, float) else str(v)
+        return f"`{yaml.safe_dump(v, default_flow_style=True).splitlines()[0]}`"
+
+    rows = ["| option | default | meaning |", "|---|---|---|"]
+    for key, o in OPTIONS.items():
+        per = {}
+        for b, v in backbone_defaults(key).items():
+            per.setdefault(show(v), []).append(b)
+        default = show(o.default) + "".join(f"; {', '.join(bs)}: {v}" for v, bs in per.items())
+        choices = f" ({', '.join(f'`{c}`' for c in o.choices)})" if o.choices else ""
+        flag = f" (`--{key.replace('_', '-')}`)" if o.flag else ""
+        text = o.help.replace("<", "\\<")  # runs/<backbone> is not an HTML tag
+        rows.append(f"| `{key}`{flag} | {default} | {text}{choices} |")
+    return "\n".join(rows) + "\n"
 
 
 def defaults(backbone: str) -> dict:
@@ -239,46 +255,33 @@ def merge(base: dict, over: dict, source: str) -> dict:
 def check(cfg: dict) -> dict:
     """Coerce and check every value; returns a new dict. Raises ConfigError naming the key."""
     out = {}
-    for key, (types, choices, _) in OPTIONS.items():
+    for key, o in OPTIONS.items():
         if key not in cfg:
             raise ConfigError(f"missing option {key!r}")
         v = cfg[key]
-        if v is None and None in types:
+        if v is None and None in o.types:
             out[key] = None
             continue
-        if float in types and isinstance(v, int) and not isinstance(v, bool):
+        if float in o.types and isinstance(v, int) and not isinstance(v, bool):
             v = float(v)
-        if isinstance(v, str) and (float in types or int in types):
+        if isinstance(v, str) and (float in o.types or int in o.types):
             v = _number(v)
-            if float in types and isinstance(v, int):
+            if float in o.types and isinstance(v, int):
                 v = float(v)
         if key == "attrs" and isinstance(v, str):
             v = [a.strip() for a in v.split(",") if a.strip()]
-        ok = any(t is not None and isinstance(v, t) for t in types) and not (isinstance(v, bool) and bool not in types)
+        ok = any(t is not None and isinstance(v, t) for t in o.types) and not (isinstance(v, bool) and bool not in o.types)
         if not ok:
-            names = " or ".join("null" if t is None else t.__name__ for t in types)
+            names = " or ".join("null" if t is None else t.__name__ for t in o.types)
             raise ConfigError(f"{key}: expected {names}, got {v!r}")
-        if choices is not None and v not in choices:
-            raise ConfigError(f"{key}: expected one of {list(choices)}, got {v!r}")
+        if o.choices is not None and v not in o.choices:
+            raise ConfigError(f"{key}: expected one of {list(o.choices)}, got {v!r}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{key}: expected a finite number, got {v}")
+        if o.minimum is not None and v < o.minimum:
+            kind = "an int" if int in o.types else "a number"
+            raise ConfigError(f"{key}: expected {kind} >= {o.minimum}{' or null' if None in o.types else ''}, got {v}")
         out[key] = v
-    for key in ("steps", "batch_size", "n_critic", "n_samples", "synthetic_images"):
-        if out[key] < 1:
-            raise ConfigError(f"{key}: expected an int >= 1, got {out[key]}")
-    if out["threads"] is not None and out["threads"] < 1:
-        raise ConfigError(f"threads: expected an int >= 1 or null, got {out['threads']}")
-    for key, (types, _, _) in OPTIONS.items():
-        if float in types and isinstance(out[key], float) and not math.isfinite(out[key]):
-            raise ConfigError(f"{key}: expected a finite number, got {out[key]}")
-    for key in ("log_every", "sample_every", "save_every", "keep_every", "num_workers", "seed", "synthetic_seed",
-                "eval_every", "cam_g_start", "cam_g_ramp", "nonfinite_patience"):
-        if out[key] < 0:
-            raise ConfigError(f"{key}: expected an int >= 0, got {out[key]}")
-    for key in ("g_lr", "d_lr", "lambda_gp", "lambda_cls_g", "lambda_cls_d", "lambda_rec",
-                "lambda_cam_g", "lambda_cam_d", "thres_int"):
-        if not out[key] >= 0:
-            raise ConfigError(f"{key}: expected a number >= 0, got {out[key]}")
-    if out["eval_images"] < 1:
-        raise ConfigError(f"eval_images: expected an int >= 1, got {out['eval_images']}")
     if not 0.0 <= out["g_ema"] < 1.0:
         raise ConfigError(f"g_ema: expected a decay in [0, 1) (0: off), got {out['g_ema']}")
     if out["lr_decay_start"] is not None and out["lr_decay_start"] < 0:
