@@ -27,6 +27,7 @@ what ``--overwrite`` deletes and what makes a folder "hold a run".
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import pickle
@@ -117,56 +118,51 @@ def fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def _replacing(path: str):
+    """A temporary path beside ``path``, renamed over ``path`` if the block completes, removed if not."""
+    tmp = _tmp_path(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def atomic_save(obj, path: str) -> None:
     """``torch.save(obj)`` to ``path`` so that ``path`` is always either the old file or the new one.
 
     Raises OSError (the one the write hit, e.g. ENOSPC) if the file cannot be written."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    tmp = _tmp_path(path)
-    fd = _create(tmp)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            rec = _Recorder(f)
-            try:
-                torch.save(obj, rec)
-            except Exception:
-                if rec.error is not None:
-                    raise rec.error from None
-                raise
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+    with _replacing(path) as tmp, os.fdopen(_create(tmp), "wb") as f:
+        rec = _Recorder(f)
         try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+            torch.save(obj, rec)
+        except Exception:
+            if rec.error is not None:
+                raise rec.error from None
+            raise
+        f.flush()
+        os.fsync(f.fileno())
     fsync_dir(folder)
 
 
 def atomic_write_text(text: str, path: str) -> None:
     """A small text file written the same way (config.yaml, rewritten metrics)."""
-    tmp = _tmp_path(path)
-    try:
-        with os.fdopen(_create(tmp), "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with _replacing(path) as tmp, os.fdopen(_create(tmp), "w", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def keep(src: str, dst: str) -> None:
     """Place ``dst`` as a hard link to ``src`` (a copy where links are not supported), atomically."""
-    tmp = _tmp_path(dst)
-    try:
+    with _replacing(dst) as tmp:
         try:
             os.link(src, tmp)
         except OSError:
@@ -174,13 +170,6 @@ def keep(src: str, dst: str) -> None:
                 shutil.copyfileobj(fin, fout, 1 << 20)
                 fout.flush()
                 os.fsync(fout.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     fsync_dir(os.path.dirname(os.path.abspath(dst)))
 
 
@@ -221,16 +210,13 @@ def torch_load(path: str, trusted: bool = False, what: str = "--resume", trust_f
             return torch.load(path, map_location="cpu", weights_only=False)
         with torch.serialization.safe_globals(_legacy_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        needs = unsafe_globals(path)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line error
+        needs = unsafe_globals(path) if isinstance(e, pickle.UnpicklingError) else []
         if needs:
             shown = ", ".join(needs[:3]) + (f" (and {len(needs) - 3} more)" if len(needs) > 3 else "")
             raise ValueError(f"{what}: refusing to load {path}: it holds Python objects ({shown}), not only tensors "
                              "and plain data, and unpickling them could run code; if you trust the file's source, "
                              f"add {trust_flag}") from None
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{what}: cannot read {path}: {first}") from None
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line error
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"{what}: cannot read {path}: {first}") from None
 
