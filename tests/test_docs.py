@@ -12,7 +12,7 @@ import camfast
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 API = os.path.join(ROOT, "docs", "api.md")
-DOCS = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
+DOCS = [os.path.join(ROOT, f) for f in ("README.md", "CONTRIBUTING.md")] + sorted(glob.glob(f"{ROOT}/docs/*.md"))
 RUNNABLE = [os.path.join(ROOT, "README.md"), API]
 
 BLOCK = re.compile(r"^<!-- (runnable|excerpt: (\S+)) -->\n```python\n(.*?)^```", re.S | re.M)
