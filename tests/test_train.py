@@ -138,10 +138,6 @@ def test_bad_cam_layer_is_named(cache, tmp_path):
 
 # ---------------------------------------------------------------- checkpoints and resume
 
-def run_cli(args):
-    return main([str(a) for a in args])
-
-
 def cli_args(backbone, cache, out, **over):
     args = ["--backbone", backbone, "--data-cache", cache, "--out", out]
     for s in tiny_sets(backbone, **over):
@@ -152,7 +148,7 @@ def cli_args(backbone, cache, out, **over):
 def test_resume_continues_exactly(cache, tmp_path, monkeypatch):
     common = dict(steps=5, n_critic=2, lr_decay="linear", n_samples=1)
     straight, broken = str(tmp_path / "straight"), str(tmp_path / "broken")
-    assert run_cli(cli_args("stargan", cache, straight, **common)) == 0
+    assert main(cli_args("stargan", cache, straight, **common)) == 0
 
     real_d_step = Trainer.d_step
 
@@ -163,10 +159,10 @@ def test_resume_continues_exactly(cache, tmp_path, monkeypatch):
         return out
 
     monkeypatch.setattr(Trainer, "d_step", ctrl_c_at_step_3)
-    assert run_cli(cli_args("stargan", cache, broken, **common)) == 130
+    assert main(cli_args("stargan", cache, broken, **common)) == 130
     assert torch.load(os.path.join(broken, "checkpoint.pt"), weights_only=False)["step"] == 3
     monkeypatch.setattr(Trainer, "d_step", real_d_step)
-    assert run_cli(["--resume", broken]) == 0
+    assert main(["--resume", broken]) == 0
 
     a = torch.load(os.path.join(straight, "checkpoint.pt"), weights_only=False)
     b = torch.load(os.path.join(broken, "checkpoint.pt"), weights_only=False)
@@ -206,7 +202,7 @@ def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypat
 
 def test_run_outputs(cache, tmp_path):
     out = str(tmp_path / "run")
-    assert run_cli(cli_args("attgan", cache, out, steps=2, sample_every=1, save_every=1, keep_every=2)) == 0
+    assert main(cli_args("attgan", cache, out, steps=2, sample_every=1, save_every=1, keep_every=2)) == 0
     def listing():  # the run's files; the hidden lock file of the run folder aside
         return sorted(n for n in os.listdir(out) if n != checkpoint.LOCK)
     assert listing() == ["checkpoint-0000002.pt", "checkpoint.pt", "config.yaml", "metrics.csv", "samples"]
@@ -217,12 +213,12 @@ def test_run_outputs(cache, tmp_path):
         header = f.readline()
     assert header.startswith("step,time_s") and "d_mask" in header and "g_mask" in header
     # an existing run is not overwritten; resuming a finished run asks for more steps
-    assert run_cli(cli_args("attgan", cache, out, steps=2)) == 2
+    assert main(cli_args("attgan", cache, out, steps=2)) == 2
     (tmp_path / "run" / "notes.txt").write_text("mine")
-    assert run_cli(cli_args("attgan", cache, out, steps=1) + ["--overwrite"]) == 0
+    assert main(cli_args("attgan", cache, out, steps=1) + ["--overwrite"]) == 0
     assert listing() == ["checkpoint.pt", "config.yaml", "metrics.csv", "notes.txt", "samples"]
-    assert run_cli(["--resume", out]) == 2
-    assert run_cli(["--resume", out, "--set", "lambda_rec=1", "--steps", "3"]) == 2   # would change the run
+    assert main(["--resume", out]) == 2
+    assert main(["--resume", out, "--set", "lambda_rec=1", "--steps", "3"]) == 2   # would change the run
 
 
 # ---------------------------------------------------------------- several processes
