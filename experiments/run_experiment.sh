@@ -47,11 +47,11 @@ train_one() {  # backbone variant seed
   fi
   if [ -f "$dir/checkpoint.pt" ]; then
     echo "resume $dir"
-    $PY -m camfast.train --resume "$dir" >> "$dir.train.log" 2>&1 || true
+    $PY -m camfast.cli.train --resume "$dir" >> "$dir.train.log" 2>&1 || true
   else
     echo "train $dir"
     # shellcheck disable=SC2086
-    $PY -m camfast.train --preset "synthetic-$b" $flags --seed "$s" --out "$dir" --overwrite \
+    $PY -m camfast.cli.train --preset "synthetic-$b" $flags --seed "$s" --out "$dir" --overwrite \
         --set eval_classifier="$CLASSIFIER" --set progress=false > "$dir.train.log" 2>&1 || true
   fi
   # Where and when: tables in docs/results.md quote the machine, date and load of each run.
@@ -63,7 +63,7 @@ train_one() {  # backbone variant seed
 if [ "$STAGE" = all ] || [ "$STAGE" = classifier ]; then
   # Trained once on the train split of the same synthetic set, then held fixed for every run
   # (and for every learning curve: that is why it comes first).
-  [ -f "$CLASSIFIER" ] || $PY -m camfast.train_classifier --synthetic-images 2000 --image-size 64 --seed 0 \
+  [ -f "$CLASSIFIER" ] || $PY -m camfast.cli.train_classifier --synthetic-images 2000 --image-size 64 --seed 0 \
       --threads 2 --epochs 6 --out "$CLASSIFIER"
 fi
 
@@ -85,7 +85,7 @@ if [ "$STAGE" = all ] || [ "$STAGE" = eval ]; then
     [ -f "$d/eval.json" ] && [ "$d/eval.json" -nt "$d/checkpoint.pt" ] && continue
     grep -q "done:" "$d.train.log" 2>/dev/null || { echo "not finished: $d"; continue; }
     while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 2; done
-    $PY -m camfast.eval --run "$d" --classifier "$CLASSIFIER" --threads 1 --no-progress --n-samples 2 &
+    $PY -m camfast.cli.eval --run "$d" --classifier "$CLASSIFIER" --threads 1 --no-progress --n-samples 2 &
   done
   wait
 fi

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import EXIT_ERROR, EXIT_USAGE, OneLineParser as _Parser
+from . import EXIT_ERROR, OneLineParser as _Parser
 
 
 def build_parser() -> argparse.ArgumentParser:

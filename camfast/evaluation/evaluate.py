@@ -35,11 +35,12 @@ from .. import data as data_mod
 from .. import models
 from ..data import synthetic
 from ..training import checkpoint as ckpt_mod
+from ..training import config as config_mod
 from ..training.cam import CamConsistency
 from ..training.conditions import Conditions, flip
 from ..training.samples import cam_mask
 from . import metrics as M
-from .translate import DEFAULT_G_MODE, GMode, translate_all
+from .translate import GMode, translate_all
 
 PER_PAIR = ("edit_accuracy", "outside_l1", "outside_psnr", "inside_l1", "cam_iou", "cam_pointing")
 PER_IMAGE = ("recon_psnr", "recon_ssim")
@@ -121,7 +122,7 @@ def evaluate(run: str, classifier=None, data: Optional[str] = None, split: str =
     """Returns ``(report, sheet_inputs)``; ``report`` is what eval.json holds."""
     cfg, G, D, step = load_run(run, weights, trusted)
     if g_mode is None:  # the run's own test mode (runs older than the option: the backbone's)
-        g_mode = cfg.get("test_g_mode") or DEFAULT_G_MODE[cfg["backbone"]]
+        g_mode = cfg.get("test_g_mode") or config_mod.defaults(cfg["backbone"])["test_g_mode"]
     if g_mode not in ("train", "eval"):
         raise ValueError(f"--g-mode: expected train or eval, got {g_mode!r}")
     root, ds = open_test_data(cfg, data, split, progress=True)

@@ -13,7 +13,6 @@ import torch
 from ..training.conditions import Conditions, flip
 
 G_MODES = ("train", "eval")
-DEFAULT_G_MODE = {"stargan": "train", "attgan": "eval", "stgan": "eval"}
 
 
 class GMode:
