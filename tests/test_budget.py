@@ -22,42 +22,28 @@ from camfast.training.distributed import Dist
 from camfast.training.ema import EMA
 from camfast.training.trainer import Trainer
 
-N_IMAGES = 40
+import conftest
+
+N_IMAGES = conftest.TINY_IMAGES
 SYNTHETIC_PRESETS = ["synthetic-stargan", "synthetic-attgan", "synthetic-stgan"]
 
 
-@pytest.fixture(autouse=True)
-def keep_thread_count():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, synthetic_cache):
     """A 40-image synthetic set and a 1-epoch classifier on it."""
     base = tmp_path_factory.mktemp("budget")
-    cache, clf = str(base / "cache"), str(base / "clf.pt")
-    synthetic.ensure(n_images=N_IMAGES, image_size=64, seed=0, cache=cache, progress=False)
+    cache, clf = synthetic_cache, str(base / "clf.pt")
     assert clf_main(["--out", clf, "--synthetic-images", str(N_IMAGES), "--data-cache", cache, "--epochs", "1",
                      "--width", "8", "--threads", "1"]) == 0
     return {"cache": cache, "clf": clf, "base": base}
 
 
 def tiny_sets(backbone, **over):
-    sets = {"image_size": 64, "batch_size": 2, "n_critic": 1, "steps": 3, "synthetic_images": N_IMAGES,
-            "num_workers": 0, "n_samples": 1, "log_every": 1, "sample_every": 0, "save_every": 0,
-            "tensorboard": False, "progress": False, "threads": 1, "model.conv_dim": 8}
-    sets.update({"model.g_repeat_num": 1} if backbone == "stargan" else {"model.dis_fc_dim": 16})
-    sets.update(over)
-    return [f"{k}={v}" for k, v in sets.items()]
+    return conftest.tiny_sets(backbone, **{"n_critic": 1, "steps": 3, **over})
 
 
 def tiny_args(backbone, cache, out, **over):
-    args = ["--backbone", backbone, "--data-cache", cache, "--out", out]
-    for item in tiny_sets(backbone, **over):
-        args += ["--set", item]
-    return args
+    return conftest.tiny_args(backbone, cache, out, **{"n_critic": 1, "steps": 3, **over})
 
 
 def read_csv(path):

@@ -19,45 +19,30 @@ import numpy as np
 import pytest
 import torch
 
-from camfast.data import ResumableBatchSampler, synthetic
+from camfast.data import ResumableBatchSampler
 from camfast.cli.eval import main as eval_main
 from camfast.evaluation import classifier as clf_mod
 from camfast.cli.train import _default_run_dir, main
 from camfast.training import checkpoint, config
 from camfast.training.trainer import Trainer
 
+import conftest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-N_IMAGES = 40
-
-
-@pytest.fixture(autouse=True)
-def keep_thread_count():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+N_IMAGES = conftest.TINY_IMAGES
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("cache"))
-    synthetic.ensure(n_images=N_IMAGES, image_size=64, seed=0, cache=path, progress=False)
-    return path
+def cache(synthetic_cache):
+    return synthetic_cache
 
 
 def tiny_sets(backbone="stargan", **over):
-    sets = {"image_size": 64, "batch_size": 2, "n_critic": 2, "steps": 2, "synthetic_images": N_IMAGES,
-            "num_workers": 0, "n_samples": 1, "log_every": 1, "sample_every": 0, "save_every": 0,
-            "tensorboard": False, "progress": False, "threads": 1, "model.conv_dim": 8}
-    sets.update({"model.g_repeat_num": 1} if backbone == "stargan" else {"model.dis_fc_dim": 16})
-    sets.update(over)
-    return [f"{k}={v}" for k, v in sets.items()]
+    return conftest.tiny_sets(backbone, **over)
 
 
 def args_for(out, cache, backbone="stargan", **over):
-    args = ["--backbone", backbone, "--data-cache", cache, "--out", str(out)]
-    for s in tiny_sets(backbone, **over):
-        args += ["--set", s]
-    return args
+    return conftest.tiny_args(backbone, cache, out, **over)
 
 
 def run(args, capsys=None):

@@ -19,33 +19,18 @@ from camfast.training.conditions import sample_targets
 from camfast.training.distributed import Dist
 from camfast.training.trainer import Trainer
 
+import conftest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-N_IMAGES = 40
-
-
-@pytest.fixture(autouse=True)
-def keep_thread_count():
-    """The tiny configs ask for one thread (much faster on a busy 2-core machine); give
-    the rest of the session its thread count back."""
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")
-def cache(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("cache"))
-    synthetic.ensure(n_images=N_IMAGES, image_size=64, seed=0, cache=path, progress=False)
-    return path
+def cache(synthetic_cache):
+    return synthetic_cache
 
 
 def tiny_sets(backbone, **over):
-    sets = {"image_size": 64, "batch_size": 2, "n_critic": 2, "steps": 4, "synthetic_images": N_IMAGES,
-            "num_workers": 0, "n_samples": 2, "log_every": 1, "sample_every": 0, "save_every": 0,
-            "tensorboard": False, "progress": False, "threads": 1, "model.conv_dim": 8}
-    sets.update({"model.g_repeat_num": 1} if backbone == "stargan" else {"model.dis_fc_dim": 16})
-    sets.update(over)
-    return [f"{k}={v}" for k, v in sets.items()]
+    return conftest.tiny_sets(backbone, **{"steps": 4, "n_samples": 2, **over})
 
 
 def tiny_trainer(backbone, cache, tmp_path, **over):
