@@ -15,7 +15,6 @@ from camfast.data import synthetic
 from camfast.gradcam import GradCAM
 from camfast.cli.train import main
 from camfast.training import checkpoint, config
-from camfast.training.conditions import sample_targets
 from camfast.training.distributed import Dist
 from camfast.training.trainer import Trainer
 
@@ -43,16 +42,12 @@ def snapshot(module):
 
 
 def iterate(tr, n):
-    """``n`` training iterations by hand (as fit does), returning the metrics of each."""
+    """``n`` training iterations (``Trainer.iteration``, as fit runs them), returning the metrics of each."""
     batches, out = tr._batches(), []
-    for i in range(n):
-        x, a = next(batches)
-        b = sample_targets(a)
-        c = tr.cond.edit(a, b)
-        m = tr.d_step(x, a, b, c)
-        if (i + 1) % tr.cfg["n_critic"] == 0:
-            m.update(tr.g_step(x, a, b, c))
-        out.append({k: float(v) for k, v in m.items()})
+    for _ in range(n):
+        tr.last = {}
+        tr.iteration(*next(batches))
+        out.append({k: float(v) for k, v in tr.last.items()})
     return out
 
 
@@ -77,6 +72,23 @@ def test_steps_are_finite_and_train_both_models(backbone, cam, cache, tmp_path):
     for before, model in ((g0, tr.G_inner), (d0, tr.D_inner)):
         changed = [k for k, p in model.named_parameters() if not torch.equal(p.detach(), before[k])]
         assert len(changed) > len(list(model.parameters())) // 2, f"few parameters changed: {changed}"
+
+
+def test_trainer_without_data_runs_the_same_iteration(cache, tmp_path):
+    """The Trainer bench_train_step times: the same initial weights and the same step as a
+    full one, built without a data set or a run folder."""
+    full = tiny_trainer("attgan", cache, tmp_path)
+    bare = Trainer.without_data(full.cfg, torch.device("cpu"))
+    x, a = next(full._batches())
+    for tr in (full, bare):
+        torch.manual_seed(5)
+        tr.iteration(x, a)
+    for m_full, m_bare in ((full.G_inner, bare.G_inner), (full.D_inner, bare.D_inner)):
+        for (k, p), q in zip(m_full.state_dict().items(), m_bare.state_dict().values()):
+            assert torch.equal(p, q), k
+    assert bare.step == 1 and set(bare.last) == set(full.last)
+    default = Trainer.without_data(config.resolve("stargan", sets=tiny_sets("stargan")), torch.device("cpu"))
+    assert default.attrs == models.ATTRIBUTES["stargan"]
 
 
 def test_baseline_computes_no_gradcam(cache, tmp_path, monkeypatch):

@@ -75,26 +75,7 @@ class Trainer:
                                                       rank=dist.rank, world=dist.world)
         self.sample_batch = self._sample_batch(root)
 
-        # ---- models: the same initial weights on every rank (DDP also broadcasts rank 0's)
-        ckpt_mod.seed_all(cfg["seed"])
-        try:
-            G, D = models.build(cfg["backbone"], image_size=cfg["image_size"], attrs=self.attrs, **cfg["model"])
-        except ValueError as e:
-            raise ValueError(f"model: {e}") from None
-        self.G_inner, self.D_inner = G.to(device), D.to(device)
-        self.cam = CamConsistency(cfg, D)
-        cfg["cam_layer"] = self.cam.layer
-        self.cond = Conditions(cfg["backbone"], cfg["thres_int"], cfg["b_distribution"])
-        self.G = distributed.wrap(self.G_inner, dist, device)
-        self.D = distributed.wrap(self.D_inner, dist, device)
-        betas = (cfg["beta1"], cfg["beta2"])
-        # The weight average is what samples and evaluation use (when on); it starts as G.
-        self.ema = EMA(self.G_inner, cfg["g_ema"]) if cfg["g_ema"] > 0 else None
-        self.g_opt = torch.optim.Adam(self.G_inner.parameters(), cfg["g_lr"], betas=betas)
-        self.d_opt = torch.optim.Adam(self.D_inner.parameters(), cfg["d_lr"], betas=betas)
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-        self.amp = cfg["amp"] == "bf16"
+        self._build_objective()
 
         # ---- state: fresh, or exactly where the checkpoint left off
         self.step, self.elapsed, self.last = 0, 0.0, {}
@@ -127,6 +108,44 @@ class Trainer:
             ckpt_mod.atomic_write_text(ckpt_mod.CONFIG_HEADER + "\n" + to_yaml(cfg), os.path.join(run_dir, ckpt_mod.CONFIG))
             self.csv = MetricsCSV(os.path.join(run_dir, ckpt_mod.METRICS), resume_step=self.step if resume else None)
             self.tb = TensorBoard(os.path.join(run_dir, "tb"), cfg["tensorboard"], purge_step=self.step if resume else None)
+
+    @classmethod
+    def without_data(cls, cfg: dict, device: torch.device, attrs: Optional[list] = None) -> "Trainer":
+        """A Trainer with its objective (models, optimisers, CAM term) but no data set, run
+        folder or processes: ``iteration`` runs camfast-train's own step on batches the caller
+        gives (benchmarks/bench_train_step.py). ``attrs``: default the backbone's originals'."""
+        self = cls.__new__(cls)
+        self.cfg, self.device, self.dist, self.main = dict(cfg), device, distributed.Dist(), True
+        self.attrs = list(attrs or cfg["attrs"] or models.ATTRIBUTES[cfg["backbone"]])
+        self.cfg["attrs"] = self.attrs
+        check_backend(self.cfg, device)
+        self._build_objective()
+        self.step, self.last = 0, {}
+        return self
+
+    def _build_objective(self) -> None:
+        """Models, optimisers, weight average, CAM term and conditions: everything ``d_step``
+        and ``g_step`` use. The same initial weights on every rank (DDP also broadcasts rank 0's)."""
+        cfg, device, dist = self.cfg, self.device, self.dist
+        ckpt_mod.seed_all(cfg["seed"])
+        try:
+            G, D = models.build(cfg["backbone"], image_size=cfg["image_size"], attrs=self.attrs, **cfg["model"])
+        except ValueError as e:
+            raise ValueError(f"model: {e}") from None
+        self.G_inner, self.D_inner = G.to(device), D.to(device)
+        self.cam = CamConsistency(cfg, D)
+        cfg["cam_layer"] = self.cam.layer
+        self.cond = Conditions(cfg["backbone"], cfg["thres_int"], cfg["b_distribution"])
+        self.G = distributed.wrap(self.G_inner, dist, device)
+        self.D = distributed.wrap(self.D_inner, dist, device)
+        betas = (cfg["beta1"], cfg["beta2"])
+        # The weight average is what samples and evaluation use (when on); it starts as G.
+        self.ema = EMA(self.G_inner, cfg["g_ema"]) if cfg["g_ema"] > 0 else None
+        self.g_opt = torch.optim.Adam(self.G_inner.parameters(), cfg["g_lr"], betas=betas)
+        self.d_opt = torch.optim.Adam(self.D_inner.parameters(), cfg["d_lr"], betas=betas)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.amp = cfg["amp"] == "bf16"
 
     @property
     def G_test(self):
@@ -249,6 +268,21 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
+    def iteration(self, x: torch.Tensor, a: torch.Tensor) -> float:
+        """One iteration on the batch ``(x, a)``: targets drawn, a D update, a G update every
+        ``n_critic``-th; returns the learning-rate factor it used."""
+        cfg = self.cfg
+        b = sample_targets(a)
+        c_edit = self.cond.edit(a, b)
+        f = schedule.lr_factor(cfg, self.step)
+        schedule.set_lr(self.g_opt, cfg["g_lr"] * f)
+        schedule.set_lr(self.d_opt, cfg["d_lr"] * f)
+        self.last.update(self.d_step(x, a, b, c_edit))
+        if (self.step + 1) % cfg["n_critic"] == 0:
+            self.last.update(self.g_step(x, a, b, c_edit))
+        self.step += 1
+        return f
+
     def fit(self) -> str:
         """Train to ``cfg["steps"]``; returns "done" or "interrupted" (a checkpoint is saved either way)."""
         cfg = self.cfg
@@ -268,16 +302,7 @@ class Trainer:
                 self._between_steps = True
                 x, a = next(batches)
                 self._between_steps = False
-                b = sample_targets(a)
-                c_edit = self.cond.edit(a, b)
-                f = schedule.lr_factor(cfg, self.step)
-                schedule.set_lr(self.g_opt, cfg["g_lr"] * f)
-                schedule.set_lr(self.d_opt, cfg["d_lr"] * f)
-
-                self.last.update(self.d_step(x, a, b, c_edit))
-                if (self.step + 1) % cfg["n_critic"] == 0:
-                    self.last.update(self.g_step(x, a, b, c_edit))
-                self.step += 1
+                f = self.iteration(x, a)
                 self.elapsed = time.time() - t0
                 self._between_steps = True
 
