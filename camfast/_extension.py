@@ -193,10 +193,10 @@ def _load() -> None:
 def _check_loaded() -> None:
     """Staleness and op checks of a loaded library; registers the op family when complete."""
     global STALE, ERROR, INFO
-    from .ops import OPS, register_family
+    from .ops import LOSS_OPS, OPS, register_family
 
     problems = []
-    lacking = missing_ops(("_build_info",) + OPS)
+    lacking = missing_ops(("_build_info",) + OPS + LOSS_OPS)
     if lacking:
         problems.append("it lacks " + ", ".join(f"camfast::{op}" for op in lacking)
                         + " (it was built before they were added)")
@@ -207,7 +207,7 @@ def _check_loaded() -> None:
         current = _current_source_hash(INFO.get("cuda") == "1")
         if current is not None and INFO.get("source_hash") != current:
             problems.append("csrc/ changed since it was built")
-    if not any(op in lacking for op in OPS):
+    if not any(op in lacking for op in OPS + LOSS_OPS):
         try:
             register_family("")
         except Exception as e:  # a library whose schemas differ from what ops.py expects

@@ -346,9 +346,35 @@ def _lowres(fl, gl, normalize, eps, backend) -> torch.Tensor:
 
 
 def _fused_loss(backend, real, fake, fl, gl, normalize, eps, reduction) -> torch.Tensor:
+    if backend in ("cpu", "cuda"):  # both stages, their casts and autograd in one C++ op
+        return torch.ops.camfast.cam_consistency(real, fake, fl, gl, normalize, eps, reduction)[0]
     u = _lowres(fl, gl, normalize, eps, backend).to(reference.accumulate_dtype(real.dtype))
     _, l1_op = _ops(backend)
     return l1_op(real.contiguous(), fake.contiguous(), u, reduction)
+
+
+def _fast_loss(real, fake, feats, grads, normalize, eps, reduction, backend):
+    """The loss through the compiled C++/CUDA op with no Python validation, or None where that
+    does not apply (another backend, or an eps the op would take but the API rejects).
+
+    The op checks everything the API promises (csrc/cam_consistency.cpp), so valid input pays
+    for one backend choice and one dispatcher call. It raises on invalid input, and the caller
+    then validates in Python to give the API's own message."""
+    if type(eps) is not float and type(eps) is not int:  # noqa: E721  (bool is not accepted)
+        return None
+    fl = [feats] if isinstance(feats, torch.Tensor) else list(feats)
+    gl = [grads] if isinstance(grads, torch.Tensor) else list(grads)
+    f0 = fl[0]
+    dtype = real.dtype
+    name = _resolve_backend(backend, real.device, dtype if dtype == torch.float64 else f0.dtype, (f0.dtype, dtype))
+    if name != "cpu" and name != "cuda":
+        return None
+    return _loss_op()(real, fake, fl, gl, normalize, eps, reduction)[0]
+
+
+@functools.lru_cache(maxsize=None)
+def _loss_op():
+    return torch.ops.camfast.cam_consistency.default
 
 
 # ---------------------------------------------------------------- public API
@@ -381,6 +407,15 @@ def cam_consistency_loss(
     Gradients reach ``real``, ``fake``, ``feats`` and ``grads``; detach ``feats``/``grads``
     to treat the mask as given (the default for G's step in camfast-train).
     """
+    # Eager calls try the compiled op first: validation in C++, none in Python (per-call cost,
+    # docs/kernels.md). Under torch.compile the checks below run once, at trace time.
+    if backend != "reference" and not torch.compiler.is_compiling():
+        try:
+            loss = _fast_loss(real, fake, feats, grads, normalize, eps, reduction, backend)
+        except Exception:  # bad input (or an unavailable backend): the checks below say why
+            loss = None
+        if loss is not None:
+            return loss
     _check_images(real, fake)
     fl, gl = _check_sources(feats, grads)
     eps = _check_options(normalize, eps, reduction)

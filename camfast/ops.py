@@ -1,15 +1,19 @@
 """torch.library glue: fake kernels and autograd for the fused ops.
 
-The C++ extension defines ``camfast::{cam_mask, masked_l1}`` and their backwards (schemas in
-csrc/ops.cpp, kernels per device). The Triton backend defines the same four ops under the
-prefix ``triton_`` (camfast/triton_ops.py). ``register_family`` gives any such family its
-fake kernels and autograd, so all backends behave the same under autograd and torch.compile.
+The C++ extension defines ``camfast::{cam_mask, masked_l1}`` and their backwards, and the
+public loss in one op per direction, ``camfast::cam_consistency`` (schemas in csrc/ops.cpp,
+kernels per device, autograd in C++: csrc/autograd.cpp). The Triton backend defines the four
+stage ops under the prefix ``triton_`` (camfast/triton_ops.py). ``register_family`` gives any
+such family its fake kernels, and its autograd where the family has none of its own, so all
+backends behave the same under autograd and torch.compile.
 """
 from __future__ import annotations
 
 import torch
 
 OPS = ("cam_mask", "cam_mask_backward", "masked_l1", "masked_l1_backward")
+#: The combined loss, defined by the C++ extension only.
+LOSS_OPS = ("cam_consistency", "cam_consistency_backward")
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -39,6 +43,19 @@ def fake_masked_l1_backward(grad_out, real, fake, mask, reduction, need_real, ne
         return torch.empty_like(t, memory_format=torch.contiguous_format) if need else t.new_empty((0,))
 
     return grad_like(real, need_real), grad_like(fake, need_fake), grad_like(mask, need_mask)
+
+
+def fake_cam_consistency(real, fake, feats, grads, normalize, eps, reduction):
+    f = feats[0]
+    mask = f.new_empty((f.shape[0], f.shape[2], f.shape[3]), dtype=acc_dtype(real.dtype))
+    return fake_masked_l1(real, fake, mask, reduction), mask
+
+
+def fake_cam_consistency_backward(grad_out, real, fake, feats, grads, mask, normalize, eps, reduction,
+                                  need_real, need_fake, need_feats, need_grads):
+    dreal, dfake, _ = fake_masked_l1_backward(grad_out, real, fake, mask, reduction, need_real, need_fake, False)
+    dfeats, dgrads = fake_cam_mask_backward(mask, feats, grads, normalize, eps, need_feats, need_grads)
+    return dreal, dfake, dfeats, dgrads
 
 
 # ---------------------------------------------------------------- autograd
@@ -74,8 +91,14 @@ def once_differentiable(outputs, inputs, op: str, backend: str):
     return [next(it) if t is not None else None for t in outputs]
 
 
+def has_cpp_autograd(name: str) -> bool:
+    """Whether op ``name`` (e.g. "camfast::cam_mask") has an autograd kernel of its own."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key(name, "Autograd")
+
+
 def register_family(prefix: str = "") -> None:
-    """Register fakes and autograd for ``camfast::{prefix}cam_mask`` and friends."""
+    """Register fakes for ``camfast::{prefix}cam_mask`` and friends (and the combined loss where the
+    family has it), and autograd for those without a C++ one (the Triton family)."""
     ns = torch.ops.camfast
     names = {op: f"camfast::{prefix}{op}" for op in OPS}
     mask_bwd = getattr(ns, f"{prefix}cam_mask_backward")
@@ -85,6 +108,13 @@ def register_family(prefix: str = "") -> None:
     torch.library.register_fake(names["cam_mask_backward"])(fake_cam_mask_backward)
     torch.library.register_fake(names["masked_l1"])(fake_masked_l1)
     torch.library.register_fake(names["masked_l1_backward"])(fake_masked_l1_backward)
+    if prefix == "":
+        torch.library.register_fake("camfast::cam_consistency")(fake_cam_consistency)
+        torch.library.register_fake("camfast::cam_consistency_backward")(fake_cam_consistency_backward)
+        # Asked of the C++ family only: a custom_op (the Triton family) always has an Autograd
+        # kernel, a stub that raises until register_autograd replaces it.
+        if has_cpp_autograd(names["cam_mask"]) and has_cpp_autograd(names["masked_l1"]):
+            return
 
     def mask_setup(ctx, inputs, output):
         feats, grads, normalize, eps = inputs

@@ -1,6 +1,8 @@
 // Op schemas for camfast and the Python module stub of camfast._C.
-// Kernels are registered per device in csrc/cpu/ and csrc/cuda/; fake kernels and autograd
-// are registered from Python (camfast/ops.py), as torch.library recommends.
+// Kernels are registered per device in csrc/cpu/ and csrc/cuda/ (the combined loss for both in
+// csrc/cam_consistency.cpp); autograd in C++ (csrc/autograd.cpp), so that a call costs no
+// Python beyond the one dispatcher call; fake kernels from Python (camfast/ops.py), which only
+// tracing needs.
 #include <Python.h>
 #include <torch/library.h>
 
@@ -51,6 +53,15 @@ TORCH_LIBRARY(camfast, m) {
   m.def(
       "masked_l1_backward(Tensor grad_out, Tensor real, Tensor fake, Tensor mask, str reduction, "
       "bool need_real, bool need_fake, bool need_mask) -> (Tensor, Tensor, Tensor)");
+  // The public loss in one call per direction: both stages, the low-resolution mask (in
+  // acc(real.dtype), as masked_l1 reads it) returned so that autograd can save it.
+  m.def(
+      "cam_consistency(Tensor real, Tensor fake, Tensor[] feats, Tensor[] grads, str normalize, float eps, "
+      "str reduction) -> (Tensor, Tensor)");
+  m.def(
+      "cam_consistency_backward(Tensor grad_out, Tensor real, Tensor fake, Tensor[] feats, Tensor[] grads, "
+      "Tensor mask, str normalize, float eps, str reduction, bool need_real, bool need_fake, bool need_feats, "
+      "bool need_grads) -> (Tensor, Tensor, Tensor[], Tensor[])");
   m.def("_build_info", &build_info);
   m.def("_set_poison", &set_poison);
 }
