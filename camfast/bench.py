@@ -12,6 +12,12 @@ Modes:
             copy just before, outside the timed region (no retained graph)
   full      forward + backward
 
+Host overhead (``--host``): every provider at a size where the kernels cost nothing (B=1,
+images 3x8x8, feats 4x2x2, S=1, fp32, one CPU thread), forward and full, the providers
+interleaved call by call so that a change of the machine's load hits them alike: what each adds
+per call on the host (on a GPU, the time per call of a stream of calls, synchronised every
+``HOST_BATCH`` calls, and whether forward + backward can be captured in a CUDA graph).
+
 Each measurement: warm-up, then many repetitions with the inputs rotated among pre-made copies
 whose total exceeds twice the last-level cache (where memory allows), timed per call with
 ``time.perf_counter`` on CPU and CUDA events on GPU; median and p20/p80 are reported.
@@ -316,6 +322,94 @@ def mode_fns(fn, inputs: list[dict], mode: str, wrt):
     return setup, (lambda st: torch.autograd.grad(st[0], st[1]))
 
 
+# ---------------------------------------------------------------- host overhead
+
+HOST_CONFIG = Config(1, (3, 8, 8), (4, 2, 2), 1, "fp32")
+HOST_MODES = ("forward", "full")
+HOST_BATCH = 20      # GPU: calls between synchronisations
+HOST_ROUNDS = 400    # timed calls per provider and mode (after 50 of warm-up)
+
+
+def cuda_graph_capture(fn, x: dict, wrt) -> str:
+    """Whether forward + backward of ``fn`` can be captured in a CUDA graph and replayed."""
+    try:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):   # warm-up on a side stream, as torch.cuda.graphs asks
+            for _ in range(3):
+                torch.autograd.grad(_call(fn, x), grad_targets(x, wrt))
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = torch.autograd.grad(_call(fn, x), grad_targets(x, wrt))
+        graph.replay()
+        torch.cuda.synchronize()
+        want = torch.autograd.grad(_call(fn, x), grad_targets(x, wrt))
+        ok = all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(out, want))
+        return "yes" if ok else "captured, but the replay differs from an eager call"
+    except Exception as e:  # report, do not fail the benchmark
+        return f"no: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def run_host(args, device: torch.device, provs: list[str]) -> list[dict]:
+    """Median time per call of every provider at HOST_CONFIG, one thread, interleaved."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    wrt = tuple(args.wrt)
+    x = make_inputs(HOST_CONFIG, device, wrt, 1)[0]
+    fns = {}
+    for prov in provs:
+        fn = make_provider(prov)
+        try:
+            torch.autograd.grad(_call(fn, x), grad_targets(x, wrt))   # compiles, if it does
+            sync(device)
+        except Exception as e:
+            log(f"  host: {prov} failed, skipped: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            continue
+        fns[prov] = fn
+    times = {(p, m): [] for p in fns for m in HOST_MODES}
+    calls = {p: {m: mode_fns(fn, [x], m, wrt)[1] for m in HOST_MODES} for p, fn in fns.items()}
+    batch = HOST_BATCH if device.type == "cuda" else 1
+    for rnd in range(50 + HOST_ROUNDS):
+        for p in fns:
+            for m in HOST_MODES:
+                timed = calls[p][m]
+                t = time.perf_counter()
+                for _ in range(batch):
+                    r = timed(x)
+                sync(device)
+                dt = (time.perf_counter() - t) / batch
+                del r
+                if rnd >= 50:
+                    times[(p, m)].append(dt * 1e6)
+    rows = []
+    for p in fns:
+        row = dict(provider=p, config=HOST_CONFIG.label(), device=device_name(device), threads=1)
+        for m in HOST_MODES:
+            ts = times[(p, m)]
+            row[f"{m}_us"] = statistics.median(ts)
+            row[f"{m}_p20_us"], row[f"{m}_p80_us"] = quantile(ts, 0.2), quantile(ts, 0.8)
+        row["cuda_graph"] = cuda_graph_capture(fns[p], x, wrt) if device.type == "cuda" else "-"
+        rows.append(row)
+    for row in rows:
+        for ref in ("eager", "compile"):
+            base = next((r for r in rows if r["provider"] == ref), None)
+            row[f"full_vs_{ref}"] = row["full_us"] / base["full_us"] if base else float("nan")
+    torch.set_num_threads(threads)
+    return rows
+
+
+def host_markdown(rows: list[dict]) -> str:
+    lines = ["| provider | forward us (p20-p80) | forward+backward us (p20-p80) | full / eager | full / compile "
+             "| CUDA graph |", "|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['provider']} | {r['forward_us']:.1f} ({r['forward_p20_us']:.1f}-{r['forward_p80_us']:.1f}) "
+            f"| {r['full_us']:.1f} ({r['full_p20_us']:.1f}-{r['full_p80_us']:.1f}) "
+            f"| {r['full_vs_eager']:.2f} | {r['full_vs_compile']:.2f} | {r['cuda_graph']} |")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- the run
 
 def configs_from(args, device) -> list[Config]:
@@ -344,15 +438,20 @@ def n_copies(cfg: Config, device: torch.device, llc: int) -> int:
     return int(max(1, min(want, 64, budget // per_set)))
 
 
-def run(args) -> list[dict]:
-    device = torch.device(args.device)
-    wrt = tuple(args.wrt)
+def providers(args, device: torch.device) -> list[str]:
     provs = available_providers(device)
     if args.provider:
         missing = [p for p in args.provider if p not in provs]
         if missing:
             raise SystemExit(f"camfast-bench: provider(s) {missing} not available on {device}; available: {provs}")
         provs = [p for p in provs if p in args.provider]
+    return provs
+
+
+def run(args) -> list[dict]:
+    device = torch.device(args.device)
+    wrt = tuple(args.wrt)
+    provs = providers(args, device)
     modes = args.mode or list(MODES)
     llc = last_level_cache(device)
     bw = measure_bandwidth(device)
@@ -598,6 +697,9 @@ def parser() -> argparse.ArgumentParser:
                    help="inputs the gradient is taken with respect to (default: fake feats grads)")
     p.add_argument("--quick", action="store_true",
                    help="only B=16 3x128x128 and B=64 3x256x256, feats 256x16x16, S=1, fp32 (unless --dtype)")
+    p.add_argument("--host", action="store_true",
+                   help="also measure the host overhead per call: every provider at B=1 3x8x8 4x2x2, one thread")
+    p.add_argument("--host-only", action="store_true", help="only the host-overhead table")
     p.add_argument("--reps", type=_positive, help="timed calls per measurement (default: as many as fit in --budget, 10..200)")
     p.add_argument("--budget", type=float, help="seconds per measurement when --reps is not given (default 1; 0.3 with --quick)")
     p.add_argument("--threads", type=_positive, help="CPU threads (default 2 on CPU, unchanged on GPU)")
@@ -626,9 +728,20 @@ def main(argv=None) -> int:
         raise SystemExit(f"camfast-bench: --device: expected cpu or cuda, got {args.device!r}")
     if args.threads or device.type == "cpu":
         torch.set_num_threads(args.threads or 2)
-    rows = run(args)
+    host_rows = []
+    if args.host or args.host_only:
+        log(f"host overhead: {HOST_CONFIG.label()}, one thread, providers interleaved")
+        host_rows = run_host(args, device, providers(args, device))
+    rows = [] if args.host_only else run(args)
     print(header(args, device, rows))
     print()
+    if host_rows:
+        print(f"Host overhead per call ({HOST_CONFIG.label()}, one thread, median of {HOST_ROUNDS} "
+              f"interleaved calls{'; ' + str(HOST_BATCH) + ' calls per synchronisation' if device.type == 'cuda' else ''}):\n")
+        print(host_markdown(host_rows))
+        print()
+    if args.host_only:
+        return 0
     if not rows:
         raise SystemExit("camfast-bench: nothing was measured")
     print(markdown(rows))
