@@ -75,6 +75,13 @@ std::vector<at::Tensor> contiguous(const at::TensorList ts) {
   return out;
 }
 
+// Elements of feats and grads one sample reads (every source).
+int64_t sample_work(const std::vector<at::Tensor>& feats, int64_t P) {
+  int64_t c = 0;
+  for (const auto& f : feats) c += f.size(1);
+  return 2 * c * P;
+}
+
 at::Tensor cam_mask_cpu(at::TensorList feats_in, at::TensorList grads_in, c10::string_view normalize, double eps) {
   const Shape sh = check_sources("camfast.cam_mask", feats_in, grads_in);
   const Norm norm = parse_norm(normalize);
@@ -85,10 +92,11 @@ at::Tensor cam_mask_cpu(at::TensorList feats_in, at::TensorList grads_in, c10::s
   const int64_t S = feats.size();
   if (u.numel() == 0) return u;  // B, h or w is 0: nothing to compute (and no min/max of nothing)
 
+  const int64_t grain = grain_for(sample_work(feats, sh.P));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, feats[0].scalar_type(), "camfast_cam_mask_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     acc_t* out = u.data_ptr<acc_t>();
-    at::parallel_for(0, sh.B, 1, [&](int64_t b0, int64_t b1) {
+    at::parallel_for(0, sh.B, grain, [&](int64_t b0, int64_t b1) {
       SourceCam<scalar_t, acc_t> src;
       for (int64_t b = b0; b < b1; ++b) {
         acc_t* ub = out + b * sh.P;
@@ -132,7 +140,7 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> cam_mask_backward_c
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, feats[0].scalar_type(), "camfast_cam_mask_bwd_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const acc_t* gu_ptr = gu.const_data_ptr<acc_t>();
-    at::parallel_for(0, sh.B, 1, [&](int64_t b0, int64_t b1) {
+    at::parallel_for(0, sh.B, grain_for(sample_work(feats, sh.P)), [&](int64_t b0, int64_t b1) {
       const int64_t P = sh.P;
       std::vector<SourceCam<scalar_t, acc_t>> src(S);
       std::vector<acc_t> u(P), gn(P), gpre(P);

@@ -77,7 +77,7 @@ at::Tensor masked_l1_cpu(const at::Tensor& real_in, const at::Tensor& fake_in, c
     const acc_t* u = mask.const_data_ptr<acc_t>();
     acc_t* rows_ptr = rows.mutable_data_ptr<acc_t>();
     const int64_t HW = s.H * s.W;
-    at::parallel_for(0, s.B * s.H, 1, [&](int64_t i0, int64_t i1) {
+    at::parallel_for(0, s.B * s.H, grain_for(2 * s.K * s.W), [&](int64_t i0, int64_t i1) {
       std::vector<acc_t> keep(s.W), diff(s.W), vrow(s.w);
       for (int64_t i = i0; i < i1; ++i) {
         const int64_t b = i / s.H, y = i % s.H;
@@ -148,7 +148,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_l1_backward_cpu(
     // The flags are fixed per call: pick the loop specialised for them once.
     const auto grad_row = pick_grad_row<scalar_t, acc_t>(need_fake, need_real, need_mask);
 
-    at::parallel_for(0, s.B * s.H, 1, [&](int64_t i0, int64_t i1) {
+    at::parallel_for(0, s.B * s.H, grain_for(2 * s.K * s.W), [&](int64_t i0, int64_t i1) {
       std::vector<acc_t> keep(s.W), absdiff(s.W), vrow(s.w);
       for (int64_t i = i0; i < i1; ++i) {
         const int64_t b = i / s.H, y = i % s.H;
@@ -175,7 +175,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_l1_backward_cpu(
     if (need_mask) {
       // Vertical adjoint, in row order for every (b, i): deterministic.
       acc_t* dm = dmask.mutable_data_ptr<acc_t>();
-      at::parallel_for(0, s.B, 1, [&](int64_t b0, int64_t b1) {
+      at::parallel_for(0, s.B, grain_for(s.H * s.w), [&](int64_t b0, int64_t b1) {
         for (int64_t b = b0; b < b1; ++b) {
           acc_t* out = dm + b * s.h * s.w;
           std::fill(out, out + s.h * s.w, acc_t(0));

@@ -2,9 +2,19 @@
 // without -ffast-math, and the order (hence the result) does not depend on threading.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 namespace camfast {
+
+// Items per parallel chunk for at::parallel_for when each item touches `work` elements: about
+// 32K elements per chunk, as ATen's own kernels use. With a grain of 1, a tiny call opened a
+// parallel region anyway, and on a busy machine that region waits for a descheduled thread
+// for up to a scheduler time slice (milliseconds for microseconds of work).
+inline int64_t grain_for(int64_t work) {
+  constexpr int64_t kElementsPerChunk = 32768;
+  return std::max<int64_t>(1, kElementsPerChunk / std::max<int64_t>(1, work));
+}
 
 constexpr int kLanes = 8;
 
