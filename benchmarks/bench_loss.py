@@ -4,17 +4,17 @@
     python benchmarks/bench_loss.py --quick
     python benchmarks/bench_loss.py --help
 
-The code lives in camfast/bench.py so that the installed ``camfast-bench`` needs no benchmarks/
-folder; see docs/benchmarks.md for what is measured and how.
+The code lives in camfast/benchmark/loss.py so that the installed ``camfast-bench`` needs no
+benchmarks/ folder; see docs/benchmarks.md for what is measured and how.
 """
 import os
 import sys
 
 try:
-    import camfast.bench as bench
+    from camfast.benchmark import loss
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    import camfast.bench as bench
+    from camfast.benchmark import loss
 
 if __name__ == "__main__":
-    sys.exit(bench.main())
+    sys.exit(loss.main())

@@ -30,7 +30,8 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import camfast
-from camfast import bench, models
+from camfast import models
+from camfast.benchmark import harness
 
 CAM_MODES = {"off": None, "reference": "reference", "fused": "auto"}
 
@@ -75,24 +76,24 @@ def measure(args, backbone, device) -> list[dict]:
         t0 = time.perf_counter()
         for i in range(args.warmup):
             run_step(i)
-        bench.sync(device)
-        bench.log(f"  {cam}: built, warm-up {args.warmup} steps {time.perf_counter() - t0:.1f} s")
+        harness.sync(device)
+        harness.log(f"  {cam}: built, warm-up {args.warmup} steps {time.perf_counter() - t0:.1f} s")
         steps[cam] = run_step
     times = {cam: [] for cam in steps}
     for i in range(args.reps):
         for cam, run_step in steps.items():
-            bench.sync(device)
+            harness.sync(device)
             t = time.perf_counter()
             run_step(i)
-            bench.sync(device)
+            harness.sync(device)
             times[cam].append((time.perf_counter() - t) * 1e3)
-        bench.log(f"  rep {i + 1}/{args.reps}: " + ", ".join(f"{c} {times[c][-1]:.0f} ms" for c in steps))
+        harness.log(f"  rep {i + 1}/{args.reps}: " + ", ".join(f"{c} {times[c][-1]:.0f} ms" for c in steps))
     rows = []
     for cam, run_step in steps.items():
-        peak, _ = bench.peak_memory(lambda i: i, run_step, device)
+        peak, _ = harness.peak_memory(lambda i: i, run_step, device)
         ts = times[cam]
         rows.append(dict(backbone=backbone, cam=cam, median_ms=statistics.median(ts),
-                         p20_ms=bench.quantile(ts, 0.2), p80_ms=bench.quantile(ts, 0.8), peak_mib=peak / bench.MiB))
+                         p20_ms=harness.quantile(ts, 0.2), p80_ms=harness.quantile(ts, 0.8), peak_mib=peak / harness.MiB))
     del steps
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -106,12 +107,12 @@ def main(argv=None):
     p.add_argument("--cam", nargs="+", choices=list(CAM_MODES), default=list(CAM_MODES))
     p.add_argument("--image-size", type=int, choices=(64, 128, 256), default=128 if on_gpu else 64,
                    help="default 128 on GPU, 64 on CPU")
-    p.add_argument("--batch", type=bench._positive, default=16 if on_gpu else 8, help="default 16 on GPU, 8 on CPU")
-    p.add_argument("--conv-dim", type=bench._positive, default=None if on_gpu else 32,
+    p.add_argument("--batch", type=harness.positive_int, default=16 if on_gpu else 8, help="default 16 on GPU, 8 on CPU")
+    p.add_argument("--conv-dim", type=harness.positive_int, default=None if on_gpu else 32,
                    help="every base width of the backbone (default: the original's, 64, on GPU; 32 on CPU)")
-    p.add_argument("--reps", type=bench._positive, default=20 if on_gpu else 5, help="timed steps (default 20 GPU, 5 CPU)")
-    p.add_argument("--warmup", type=bench._positive, default=3 if on_gpu else 2)
-    p.add_argument("--threads", type=bench._positive, help="CPU threads (default 2 on CPU)")
+    p.add_argument("--reps", type=harness.positive_int, default=20 if on_gpu else 5, help="timed steps (default 20 GPU, 5 CPU)")
+    p.add_argument("--warmup", type=harness.positive_int, default=3 if on_gpu else 2)
+    p.add_argument("--threads", type=harness.positive_int, help="CPU threads (default 2 on CPU)")
     p.add_argument("--device", default="cuda" if on_gpu else "cpu")
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -123,20 +124,20 @@ def main(argv=None):
         torch.backends.cudnn.benchmark = True
     fused = camfast.backends()["auto"]["cuda" if device.type == "cuda" else "cpu"]
     if fused == "reference":
-        bench.log("WARNING: backend auto resolves to the reference here (no usable compiled kernels): "
+        harness.log("WARNING: backend auto resolves to the reference here (no usable compiled kernels): "
                   "'fused' measures the reference; see camfast.backends()")
 
     rows = []
     for backbone in args.backbone:
-        bench.log(f"{backbone}: CAM {', '.join(args.cam)}; {args.warmup} + {args.reps} steps each")
+        harness.log(f"{backbone}: CAM {', '.join(args.cam)}; {args.warmup} + {args.reps} steps each")
         rows += measure(args, backbone, device)
     for r in rows:
         base = {x["cam"]: x["median_ms"] for x in rows if x["backbone"] == r["backbone"]}
         r["vs_off"] = r["median_ms"] / base["off"] - 1 if "off" in base else float("nan")
         r["vs_ref"] = r["median_ms"] / base["reference"] if "reference" in base else float("nan")
 
-    print(f"bench_train_step | {bench.device_name(device)} | torch {torch.__version__} | threads "
-          f"{torch.get_num_threads()} | load avg {', '.join(f'{x:.2f}' for x in os.getloadavg())} | "
+    print(f"bench_train_step | {harness.device_name(device)} | torch {torch.__version__} | threads "
+          f"{torch.get_num_threads()} | load avg {harness.load_average()} | "
           f"image {args.image_size} | batch {args.batch} | conv_dim {args.conv_dim or 'default'} | fused = {fused}")
     print(f"command: python benchmarks/bench_train_step.py {' '.join(sys.argv[1:] if argv is None else argv)}\n")
     print("| backbone | cam | median ms | p20 | p80 | peak MiB | over off | / reference |")

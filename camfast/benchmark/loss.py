@@ -18,29 +18,26 @@ interleaved call by call so that a change of the machine's load hits them alike:
 per call on the host (on a GPU, the time per call of a stream of calls, synchronised every
 ``HOST_BATCH`` calls, and whether forward + backward can be captured in a CUDA graph).
 
-Each measurement: warm-up, then many repetitions with the inputs rotated among pre-made copies
-whose total exceeds twice the last-level cache (where memory allows), timed per call with
-``time.perf_counter`` on CPU and CUDA events on GPU; median and p20/p80 are reported.
-Memory: an extra call, untimed: the peak of allocations made during it (CPU: allocation events of
-``torch.profiler``; GPU: ``torch.cuda.max_memory_allocated`` minus the baseline), and ``extra``,
-the same minus the tensors the call returns (the loss, the gradients).
+Each measurement is the harness's (camfast/benchmark/harness.py): median and p20/p80 of many
+calls on rotated input copies, and the peak memory of one more call; ``extra`` is the peak minus
+the tensors the call returns (the loss, the gradients).
 The bytes floor (docs/benchmarks.md) divided by the device bandwidth measured
 in the same run gives the floor time; ``floor %`` = floor time / median time.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
-import math
 import os
-import platform
 import statistics
 import sys
 import time
 from dataclasses import dataclass
 
 import torch
+
+from .harness import (MiB, device_name, fmt, last_level_cache, load_average, log, markdown, measure_bandwidth,
+                      peak_memory, plot, positive_int, quantile, rotation_copies, sync, time_calls, write_csv)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MODES = ("forward", "backward", "full")
@@ -53,12 +50,6 @@ QUICK = (
     (16, (3, 128, 128), (256, 16, 16), 1),
     (64, (3, 256, 256), (256, 16, 16), 1),
 )
-MiB = 2 ** 20
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
 
 # ---------------------------------------------------------------- configurations and bytes
 
@@ -98,22 +89,6 @@ def bytes_moved(cfg: Config, mode: str, wrt=DEFAULT_WRT) -> int:
     return {"forward": read, "backward": read + write, "full": 2 * read + write}[mode]
 
 
-def last_level_cache(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 50 * MiB))
-    best = 0
-    base = "/sys/devices/system/cpu/cpu0/cache"
-    try:
-        for idx in os.listdir(base):
-            with open(os.path.join(base, idx, "size")) as f:
-                s = f.read().strip()
-            mult = {"K": 1024, "M": MiB, "G": 1024 * MiB}.get(s[-1], 1)
-            best = max(best, int(s.rstrip("KMG")) * mult)
-    except (OSError, ValueError):
-        pass
-    return best or 32 * MiB
-
-
 def make_inputs(cfg: Config, device: torch.device, wrt, copies: int, seed: int = 0) -> list[dict]:
     """``copies`` independent input sets: real/fake images, activations and their gradients."""
     g = torch.Generator(device=device).manual_seed(seed)   # made on the device: fast on a GPU
@@ -142,133 +117,6 @@ def grad_targets(x: dict, wrt) -> list:
             v = x[name]
             ts += v if isinstance(v, list) else [v]
     return ts
-
-
-# ---------------------------------------------------------------- timing, memory, bandwidth
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_calls(setup, timed, device: torch.device, reps: int | None, budget_s: float,
-               warmup_s: float = 0.2) -> list[float]:
-    """Per-call times in ms of ``timed(setup(i))``; ``setup`` runs outside the timed region.
-
-    Warm-up: at least 3 calls and ``warmup_s``. ``reps=None``: as many as fit in ``budget_s``,
-    between 10 and 200.
-    """
-    n, t0 = 0, time.perf_counter()
-    while n < 3 or time.perf_counter() - t0 < warmup_s:
-        st = setup(n)
-        r = timed(st)
-        del r, st
-        sync(device)
-        n += 1
-    if reps is None:
-        per_call = (time.perf_counter() - t0) / n   # includes setup: errs on fewer reps
-        reps = max(10, min(200, int(budget_s / per_call)))
-    times = []
-    if device.type == "cuda":
-        events = []
-        for i in range(reps):
-            st = setup(i)
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            r = timed(st)
-            b.record()
-            events.append((a, b))
-            del r, st
-        torch.cuda.synchronize(device)
-        times = [a.elapsed_time(b) for a, b in events]
-    else:
-        for i in range(reps):
-            st = setup(i)
-            t = time.perf_counter()
-            r = timed(st)
-            times.append((time.perf_counter() - t) * 1e3)
-            del r, st
-    return times
-
-
-def quantile(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    pos = q * (len(xs) - 1)
-    lo = int(math.floor(pos))
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
-def _returned_bytes(r) -> int:
-    """Bytes of the distinct storages behind the returned tensors (an expanded view counts once)."""
-    seen = {}
-    todo = [r]
-    while todo:
-        x = todo.pop()
-        if isinstance(x, torch.Tensor):
-            st = x.untyped_storage()
-            seen[st.data_ptr()] = st.nbytes()
-        elif isinstance(x, (list, tuple)):
-            todo.extend(x)
-    return sum(seen.values())
-
-
-def _cpu_allocations(prof) -> list:
-    from torch._C._profiler import _EventType
-
-    out, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
-    while stack:
-        node = stack.pop()
-        if node.tag == _EventType.Allocation:
-            out.append(node)
-        stack.extend(node.children)
-    return sorted(out, key=lambda n: n.start_time_ns)
-
-
-def peak_memory(setup, timed, device: torch.device) -> tuple[float, float]:
-    """(peak bytes allocated during ``timed(setup(0))``, the same minus the returned tensors).
-
-    NaN where it cannot be measured (a profiler without allocation events).
-    """
-    st = setup(0)
-    sync(device)
-    if device.type == "cuda":
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        r = timed(st)
-        sync(device)
-        peak = torch.cuda.max_memory_allocated(device) - base
-    else:
-        from torch.profiler import ProfilerActivity, profile
-
-        try:
-            with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-                r = timed(st)
-            cur = peak = 0
-            for node in _cpu_allocations(prof):
-                if node.extra_fields.device.type == "cpu":
-                    cur += node.extra_fields.alloc_size
-                    peak = max(peak, cur)
-        except Exception as e:  # a private profiler API: degrade, do not fail the benchmark
-            log(f"  memory not measured: {type(e).__name__}: {e}")
-            return float("nan"), float("nan")
-    peak = max(peak, 0)
-    return float(peak), float(max(peak - _returned_bytes(r), 0))
-
-
-def measure_bandwidth(device: torch.device, size_bytes: int | None = None) -> dict:
-    """GB/s of a large copy (read + write counted) and of a sum (read), on this device, now."""
-    if size_bytes is None:
-        size_bytes = 1024 * MiB if device.type == "cuda" else 256 * MiB
-    n = size_bytes // 4
-    src = torch.rand(n, device=device)
-    dst = torch.empty_like(src)
-    # best of 20, as STREAM reports: the bandwidth the device can give, not the average under load
-    copy_ms = min(time_calls(lambda i: None, lambda _: dst.copy_(src), device, reps=20, budget_s=0))
-    sum_ms = min(time_calls(lambda i: None, lambda _: src.sum(), device, reps=20, budget_s=0))
-    copy = 2 * size_bytes / copy_ms / 1e6
-    read = size_bytes / sum_ms / 1e6
-    return {"copy_gbs": copy, "read_gbs": read, "gbs": max(copy, read)}
 
 
 # ---------------------------------------------------------------- providers
@@ -425,17 +273,9 @@ def configs_from(args, device) -> list[Config]:
 
 
 def n_copies(cfg: Config, device: torch.device, llc: int) -> int:
-    """Input sets to rotate: together at least twice the last-level cache, >= 3, <= 64, in budget."""
+    """Input sets to rotate (harness.rotation_copies) of one real, fake, feats and grads each."""
     img, feat = cfg.numel()
-    e = torch.empty((), dtype=DTYPES[cfg.dtype]).element_size()
-    per_set = e * (2 * img + 2 * feat)
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        budget = free // 4
-    else:
-        budget = 2048 * MiB
-    want = max(3, math.ceil(2 * llc / per_set))
-    return int(max(1, min(want, 64, budget // per_set)))
+    return rotation_copies(torch.empty((), dtype=DTYPES[cfg.dtype]).element_size() * (2 * img + 2 * feat), device, llc)
 
 
 def providers(args, device: torch.device) -> list[str]:
@@ -523,21 +363,6 @@ def _speedups(rows: list[dict]) -> None:
             r[f"x_{ref}"] = t / r["median_ms"] if t else float("nan")
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores"
-
-
 # ---------------------------------------------------------------- output
 
 COLUMNS = [("config", "config"), ("mode", "mode"), ("provider", "provider"),
@@ -545,30 +370,6 @@ COLUMNS = [("config", "config"), ("mode", "mode"), ("provider", "provider"),
            ("peak_mib", "peak MiB"), ("extra_mib", "extra MiB"), ("bytes", "MB moved"),
            ("floor_ms", "floor ms"), ("floor_frac", "floor %"), ("x_eager", "x eager"),
            ("x_compile", "x compile")]
-
-
-def _fmt(key: str, v) -> str:
-    if isinstance(v, float) and math.isnan(v):
-        return "-"
-    if key == "bytes":
-        return f"{v / 1e6:.1f}"
-    if key == "floor_frac":
-        return f"{100 * v:.0f}%"
-    if key in ("x_eager", "x_compile"):
-        return f"{v:.2f}x"
-    if key.endswith("_ms"):
-        return f"{v:.3f}" if v < 10 else f"{v:.1f}"
-    if key.endswith("_mib"):
-        return f"{v:.1f}"
-    return str(v)
-
-
-def markdown(rows: list[dict], columns=COLUMNS) -> str:
-    lines = ["| " + " | ".join(h for _, h in columns) + " |",
-             "|" + "|".join("---" if i < 3 else "---:" for i in range(len(columns))) + "|"]
-    for r in rows:
-        lines.append("| " + " | ".join(_fmt(k, r[k]) for k, _ in columns) + " |")
-    return "\n".join(lines)
 
 
 def summary(rows: list[dict]) -> str:
@@ -584,7 +385,7 @@ def summary(rows: list[dict]) -> str:
     for r in rows:
         by.setdefault((r["config"], r["mode"]), {})[r["provider"]] = r
     for (cfg, mode), d in by.items():
-        cells = [_fmt("median_ms", d[p]["median_ms"]) if p in d else "-" for p in provs]
+        cells = [fmt("median_ms", d[p]["median_ms"]) if p in d else "-" for p in provs]
         for p in fused:
             r, e = d.get(p), d.get("eager")
             if r is None:
@@ -592,62 +393,16 @@ def summary(rows: list[dict]) -> str:
                 continue
             # only where eager needs a measurable amount (a ratio of a few KiB means nothing)
             mem = r["extra_mib"] / e["extra_mib"] if e and e["extra_mib"] >= 0.5 else float("nan")
-            cells += [_fmt("x_eager", r["x_eager"]), _fmt("x_compile", r["x_compile"]),
-                      _fmt("floor_frac", r["floor_frac"]), "-" if mem != mem else f"{mem:.2f}"]
+            cells += [fmt("x_eager", r["x_eager"]), fmt("x_compile", r["x_compile"]),
+                      fmt("floor_frac", r["floor_frac"]), "-" if mem != mem else f"{mem:.2f}"]
         lines.append(f"| {cfg} | {mode} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def write_csv(rows: list[dict], path: str) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-
-
-def plot(rows: list[dict], path: str) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log("matplotlib is not installed: no plot (pip install matplotlib)")
-        return False
-    modes = [m for m in MODES if any(r["mode"] == m for r in rows)]
-    configs = list(dict.fromkeys(r["config"] for r in rows))
-    provs = list(dict.fromkeys(r["provider"] for r in rows))
-    fig, axes = plt.subplots(len(modes), 1, figsize=(max(6, 0.5 * len(configs) + 3), 3.2 * len(modes)),
-                             squeeze=False, sharex=True)
-    for ax, mode in zip(axes[:, 0], modes):
-        for p in provs:
-            pts = {r["config"]: r for r in rows if r["mode"] == mode and r["provider"] == p}
-            xs = [i for i, c in enumerate(configs) if c in pts]
-            ax.errorbar(xs, [pts[configs[i]]["median_ms"] for i in xs],
-                        yerr=[[pts[configs[i]]["median_ms"] - pts[configs[i]]["p20_ms"] for i in xs],
-                              [pts[configs[i]]["p80_ms"] - pts[configs[i]]["median_ms"] for i in xs]],
-                        marker="o", ls="none", capsize=2, label=p)
-        floor = {r["config"]: r["floor_ms"] for r in rows if r["mode"] == mode}
-        ax.plot(range(len(configs)), [floor.get(c, float("nan")) for c in configs], "k_", ms=14, label="bytes floor")
-        ax.set_yscale("log")
-        ax.set_ylabel("ms (median, p20-p80)")
-        ax.set_title(mode)
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0, 0].legend(fontsize=8)
-    axes[-1, 0].set_xticks(range(len(configs)))
-    axes[-1, 0].set_xticklabels(configs, rotation=60, ha="right", fontsize=7)
-    fig.suptitle(f"cam_consistency_loss on {rows[0]['device']}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
-
-
 def header(args, device: torch.device, rows: list[dict]) -> str:
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     bw = rows[0]["bandwidth_gbs"] if rows else float("nan")
     return (f"camfast-bench {datetime.datetime.now().isoformat(timespec='minutes')} | {device_name(device)} | "
-            f"torch {torch.__version__} | threads {torch.get_num_threads()} | load avg {load} | "
+            f"torch {torch.__version__} | threads {torch.get_num_threads()} | load avg {load_average()} | "
             f"bandwidth {bw:.1f} GB/s | grads w.r.t. {','.join(args.wrt)}\n"
             f"command: camfast-bench {' '.join(args.argv)}")
 
@@ -669,16 +424,6 @@ def _shape(n: int):
     return parse
 
 
-def _positive(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {s!r}")
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {s!r}")
-    return v
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="camfast-bench",
@@ -686,10 +431,10 @@ def parser() -> argparse.ArgumentParser:
                     "the camfast backends, forward / backward / full, against the bytes floor.",
         epilog="Defaults: the full grid (B 1 16 64, images 128 256, feats 256x16x16 512x8x8, S 1 2; "
                "fp32, and bf16 on GPU). Table on stdout, progress on stderr, CSV and PNG in --out.")
-    p.add_argument("--batch", type=_positive, nargs="+", help="batch sizes")
+    p.add_argument("--batch", type=positive_int, nargs="+", help="batch sizes")
     p.add_argument("--image", type=_shape(3), nargs="+", help="image shapes, KxHxW or H (=3xHxH)")
     p.add_argument("--feat", type=_shape(3), nargs="+", help="feature map shapes CxHxW of each CAM source")
-    p.add_argument("--sources", type=_positive, nargs="+", help="numbers of CAM sources S")
+    p.add_argument("--sources", type=positive_int, nargs="+", help="numbers of CAM sources S")
     p.add_argument("--dtype", choices=list(DTYPES), nargs="+", help="fp32 (default), bf16 (default too on GPU), fp16")
     p.add_argument("--mode", choices=MODES, nargs="+", help="default: all three")
     p.add_argument("--provider", nargs="+", help="eager, compile, cpu, cuda, triton (default: all this device has)")
@@ -700,9 +445,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", action="store_true",
                    help="also measure the host overhead per call: every provider at B=1 3x8x8 4x2x2, one thread")
     p.add_argument("--host-only", action="store_true", help="only the host-overhead table")
-    p.add_argument("--reps", type=_positive, help="timed calls per measurement (default: as many as fit in --budget, 10..200)")
+    p.add_argument("--reps", type=positive_int, help="timed calls per measurement (default: as many as fit in --budget, 10..200)")
     p.add_argument("--budget", type=float, help="seconds per measurement when --reps is not given (default 1; 0.3 with --quick)")
-    p.add_argument("--threads", type=_positive, help="CPU threads (default 2 on CPU, unchanged on GPU)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads (default 2 on CPU, unchanged on GPU)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda (default: cuda if visible)")
     p.add_argument("--out", default="bench-out", help="folder for bench_loss.csv and bench_loss.png (default ./bench-out); '' for none")
     return p
@@ -744,7 +489,7 @@ def main(argv=None) -> int:
         return 0
     if not rows:
         raise SystemExit("camfast-bench: nothing was measured")
-    print(markdown(rows))
+    print(markdown(rows, COLUMNS))
     print("\nSummary (medians; mem / eager = extra MiB relative to eager's):\n")
     print(summary(rows))
     comp = [r for r in rows if r["provider"] == "compile" and r["mode"] == (args.mode or MODES)[0]]
@@ -755,7 +500,7 @@ def main(argv=None) -> int:
         os.makedirs(args.out, exist_ok=True)
         write_csv(rows, os.path.join(args.out, "bench_loss.csv"))
         png = os.path.join(args.out, "bench_loss.png")
-        log(f"wrote {os.path.join(args.out, 'bench_loss.csv')}" + (f" and {png}" if plot(rows, png) else ""))
+        log(f"wrote {os.path.join(args.out, 'bench_loss.csv')}" + (f" and {png}" if plot(rows, png, MODES, f"cam_consistency_loss on {rows[0]['device']}") else ""))
     return 0
 
 
