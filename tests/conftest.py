@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 import pytest
@@ -25,6 +26,79 @@ def fused_backends():
     if avail["triton"]["available"]:
         out.append(("triton", "cuda" if HAS_CUDA else "cpu"))
     return out
+
+
+# ----------------------------------------------------------------- backend helpers
+
+# Every backend's tests compare against the reference with these: (atol, rtol) by dtype, atol
+# relative to the largest expected magnitude (see ``compare``).
+TOL = {
+    torch.float64: (1e-12, 1e-10),
+    torch.float32: (2e-6, 2e-5),
+    torch.float16: (2e-3, 2e-2),
+    torch.bfloat16: (1e-2, 5e-2),
+}
+
+
+def dtypes_for(backend, device):
+    """The dtypes a backend takes: all four, but only fp32 for interpreted Triton and no fp64 for
+    Triton on a GPU."""
+    if backend == "triton":
+        return [torch.float32] if device == "cpu" else [torch.float32, torch.float16, torch.bfloat16]
+    return list(TOL)
+
+
+def fused_ops(backend):
+    """(cam_mask, cam_mask_backward, masked_l1, masked_l1_backward) of a backend, as torch.ops."""
+    ns = torch.ops.camfast
+    p = "triton_" if backend == "triton" else ""
+    return (getattr(ns, f"{p}cam_mask"), getattr(ns, f"{p}cam_mask_backward"),
+            getattr(ns, f"{p}masked_l1"), getattr(ns, f"{p}masked_l1_backward"))
+
+
+@contextlib.contextmanager
+def poisoned(backend):
+    """New outputs of the kernels are filled with NaN: a kernel that skips an element fails."""
+    if backend == "triton":
+        from camfast import kernels
+        set_poison = kernels.set_poison
+    else:
+        set_poison = torch.ops.camfast._set_poison
+    set_poison(True)
+    try:
+        yield
+    finally:
+        set_poison(False)
+
+
+def make_inputs(shape=(2, 3, 9, 7, 3, 3, 4), S=2, dtype=torch.float64, device="cpu", seed=0,
+                feat_dtype=None, requires_grad=True):
+    """(real, fake, feats, grads) for shape (B, K, H, W, C, h, w): source s has C + s channels,
+    grads are mostly positive (non-zero CAMs); feats and grads in ``feat_dtype`` if given."""
+    B, K, H, W, C, h, w = shape
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    real, fake = r(B, K, H, W), r(B, K, H, W)
+    feats = [r(B, C + s, h, w) for s in range(S)]
+    grads = [r(B, C + s, h, w) + 0.3 for s in range(S)]
+
+    def cast(t, dt):
+        return t.to(device=device, dtype=dt).requires_grad_(requires_grad)
+
+    fd = feat_dtype or dtype
+    return cast(real, dtype), cast(fake, dtype), [cast(f, fd) for f in feats], [cast(x, fd) for x in grads]
+
+
+def rand(*shape, device, dtype=torch.float32):
+    return torch.randn(*shape, dtype=dtype).to(device)
+
+
+def compare(got, want, dtype, what, floor=1.0):
+    """assert_close with TOL[dtype]; atol scaled by the largest expected magnitude (>= ``floor``)."""
+    atol, rtol = TOL[dtype]
+    scale = want.detach().abs().max().item() if want.numel() else 0.0
+    torch.testing.assert_close(got.detach().double().cpu(), want.detach().double().cpu(),
+                               rtol=rtol, atol=atol * max(scale, floor), msg=lambda m: f"{what}: {m}")
 
 
 @pytest.fixture(autouse=True)

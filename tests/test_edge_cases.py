@@ -5,49 +5,17 @@ Backends: the C++ ops (CPU here, CUDA where a GPU is), the Triton ops (interpret
 without a GPU). Outputs are poisoned (NaN-filled) on allocation, so an element a kernel leaves
 unwritten shows.
 """
-import contextlib
-
 import pytest
 import torch
 
 import camfast
 
-from conftest import fused_backends
+from conftest import fused_backends, fused_ops, poisoned, rand
 
 BACKENDS = fused_backends()
 if not BACKENDS:
     pytest.skip("no fused backend is available", allow_module_level=True)
 IDS = [b for b, _ in BACKENDS]
-
-
-def ops(backend):
-    """(cam_mask, cam_mask_backward, masked_l1, masked_l1_backward) of a backend."""
-    ns = torch.ops.camfast
-    p = "triton_" if backend == "triton" else ""
-    return (getattr(ns, f"{p}cam_mask"), getattr(ns, f"{p}cam_mask_backward"),
-            getattr(ns, f"{p}masked_l1"), getattr(ns, f"{p}masked_l1_backward"))
-
-
-@contextlib.contextmanager
-def poisoned(backend):
-    if backend == "triton":
-        from camfast import kernels
-
-        kernels.set_poison(True)
-        try:
-            yield
-        finally:
-            kernels.set_poison(False)
-    else:
-        torch.ops.camfast._set_poison(True)
-        try:
-            yield
-        finally:
-            torch.ops.camfast._set_poison(False)
-
-
-def rand(*shape, device, dtype=torch.float32):
-    return torch.randn(*shape, dtype=dtype).to(device)
 
 
 # ---------------------------------------------------------------- empty inputs
@@ -60,7 +28,7 @@ def rand(*shape, device, dtype=torch.float32):
     (2, (3, 2), 0, 0),        # S = 2, nothing
 ])
 def test_cam_mask_empty(backend, device, B, Cs, h, w):
-    mask_op, mask_bwd, _, _ = ops(backend)
+    mask_op, mask_bwd, _, _ = fused_ops(backend)
     feats = [rand(B, C, h, w, device=device) for C in Cs]
     grads = [rand(B, C, h, w, device=device) for C in Cs]
     with poisoned(backend):
@@ -76,7 +44,7 @@ def test_cam_mask_empty(backend, device, B, Cs, h, w):
 def test_cam_mask_source_without_channels(backend, device, normalize):
     """A source with C = 0 has a zero CAM (n = 0): alone it gives u = 0, in a union it changes
     nothing; its gradients are empty and the other source's are unchanged."""
-    mask_op, mask_bwd, _, _ = ops(backend)
+    mask_op, mask_bwd, _, _ = fused_ops(backend)
     f1, g1 = rand(2, 3, 4, 5, device=device), rand(2, 3, 4, 5, device=device) + 0.3
     f0, g0 = rand(2, 0, 4, 5, device=device), rand(2, 0, 4, 5, device=device)
     gu = rand(2, 4, 5, device=device)
@@ -100,7 +68,7 @@ def test_cam_mask_source_without_channels(backend, device, normalize):
 def test_masked_l1_empty_images(backend, device, shape):
     """No pixels: the loss is 0 for every reduction (a mean over nothing is 0, not NaN), the image
     gradients have no elements, and dmask is 0."""
-    _, _, l1, l1_bwd = ops(backend)
+    _, _, l1, l1_bwd = fused_ops(backend)
     B = shape[0]
     real, fake = rand(*shape, device=device), rand(*shape, device=device)
     mask = torch.rand(B, 3, 4).to(device)
@@ -119,7 +87,7 @@ def test_masked_l1_empty_images(backend, device, shape):
 @pytest.mark.parametrize("mask_shape", [(2, 0, 4), (2, 3, 0)])
 def test_masked_l1_empty_mask_is_rejected(backend, device, mask_shape):
     """An empty mask cannot be sampled (the CPU op used to segfault)."""
-    _, _, l1, l1_bwd = ops(backend)
+    _, _, l1, l1_bwd = fused_ops(backend)
     real, fake = rand(2, 3, 8, 9, device=device), rand(2, 3, 8, 9, device=device)
     mask = torch.rand(*mask_shape).to(device)
     with pytest.raises(ValueError, match=r"mask must have h, w >= 1"):
@@ -176,7 +144,7 @@ def _names(words, backend):
 @pytest.mark.parametrize("backend,device", BACKENDS, ids=IDS)
 @pytest.mark.parametrize("change,exc,words", CAM_BAD, ids=[c[0] for c in CAM_BAD])
 def test_cam_mask_direct_call_names_the_argument(backend, device, change, exc, words):
-    mask_op, mask_bwd, _, _ = ops(backend)
+    mask_op, mask_bwd, _, _ = fused_ops(backend)
     feats, grads = _bad_cam(change, device)
     with pytest.raises(exc) as info:
         mask_op(feats, grads, "minmax", 1e-6)
@@ -188,7 +156,7 @@ def test_cam_mask_direct_call_names_the_argument(backend, device, change, exc, w
 
 @pytest.mark.parametrize("backend,device", BACKENDS, ids=IDS)
 def test_cam_mask_backward_checks_grad_mask(backend, device):
-    _, mask_bwd, _, _ = ops(backend)
+    _, mask_bwd, _, _ = fused_ops(backend)
     feats, grads = _cam_args(device)
     with pytest.raises(ValueError, match=r"grad_mask must be \[B=2, h=4, w=5\]"):
         mask_bwd(torch.zeros(2, 5, 4, device=device), feats, grads, "minmax", 1e-6, True, True)
@@ -223,7 +191,7 @@ def _bad_l1(change, device):
 @pytest.mark.parametrize("backend,device", BACKENDS, ids=IDS)
 @pytest.mark.parametrize("change,exc,words", L1_BAD, ids=[c[0] for c in L1_BAD])
 def test_masked_l1_direct_call_names_the_argument(backend, device, change, exc, words):
-    _, _, l1, l1_bwd = ops(backend)
+    _, _, l1, l1_bwd = fused_ops(backend)
     real, fake, mask = _bad_l1(change, device)
     with pytest.raises(exc) as info:
         l1(real, fake, mask, "mean")
@@ -235,7 +203,7 @@ def test_masked_l1_direct_call_names_the_argument(backend, device, change, exc, 
 
 @pytest.mark.parametrize("backend,device", BACKENDS, ids=IDS)
 def test_masked_l1_backward_checks_grad_out(backend, device):
-    _, _, _, l1_bwd = ops(backend)
+    _, _, _, l1_bwd = fused_ops(backend)
     real, fake, mask = rand(2, 3, 8, 9, device=device), rand(2, 3, 8, 9, device=device), torch.rand(2, 3, 4).to(device)
     with pytest.raises(ValueError, match=r"grad_out must have 2 element\(s\)"):
         l1_bwd(torch.ones(3, device=device), real, fake, mask, "none", True, True, True)

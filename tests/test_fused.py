@@ -3,7 +3,6 @@
 CI runs the compiled CPU kernels and the Triton kernels under the interpreter; CUDA and
 Triton-on-GPU run where a GPU is present (benchmarks/gpu_check.sh).
 """
-import contextlib
 import itertools
 
 import pytest
@@ -12,7 +11,7 @@ import torch
 import camfast
 from camfast import reference
 
-from conftest import fused_backends
+from conftest import compare, dtypes_for, fused_backends, fused_ops, make_inputs, poisoned
 
 BACKENDS = fused_backends()
 if not BACKENDS:
@@ -30,53 +29,6 @@ NORMS = ["minmax", "max"]
 REDUCTIONS = ["mean", "sum", "none"]
 
 
-def dtypes_for(backend, device):
-    if backend == "triton":
-        return [torch.float32] if device == "cpu" else [torch.float32, torch.float16, torch.bfloat16]
-    if backend == "cuda":
-        return [torch.float64, torch.float32, torch.float16, torch.bfloat16]
-    return [torch.float64, torch.float32, torch.float16, torch.bfloat16]
-
-
-def tol(dtype):
-    return {
-        torch.float64: (1e-10, 1e-12),
-        torch.float32: (2e-5, 2e-6),
-        torch.float16: (2e-2, 2e-3),
-        torch.bfloat16: (5e-2, 1e-2),
-    }[dtype]
-
-
-@contextlib.contextmanager
-def poisoned(backend):
-    """New outputs of the kernels are filled with NaN: a kernel that skips an element fails."""
-    if backend == "triton":
-        from camfast import kernels
-
-        kernels.set_poison(True)
-        try:
-            yield
-        finally:
-            kernels.set_poison(False)
-    else:
-        torch.ops.camfast._set_poison(True)
-        try:
-            yield
-        finally:
-            torch.ops.camfast._set_poison(False)
-
-
-def make_inputs(shape, S, dtype, device, seed=0):
-    B, K, H, W, C, h, w = shape
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
-    real, fake = r(B, K, H, W), r(B, K, H, W)
-    feats = [r(B, C + s, h, w) for s in range(S)]          # sources may differ in channels
-    grads = [r(B, C + s, h, w) + 0.3 for s in range(S)]    # mostly positive weights: non-zero CAMs
-    cast = lambda t: t.to(device=device, dtype=dtype).requires_grad_(True)  # noqa: E731
-    return cast(real), cast(fake), [cast(f) for f in feats], [cast(x) for x in grads]
-
-
 def run(backend, real, fake, feats, grads, normalize, reduction, gout_seed=1):
     loss = camfast.cam_consistency_loss(real, fake, feats, grads, normalize=normalize, reduction=reduction,
                                         backend=backend)
@@ -85,14 +37,6 @@ def run(backend, real, fake, feats, grads, normalize, reduction, gout_seed=1):
     inputs = [real, fake, *feats, *grads]
     grads_out = torch.autograd.grad(loss, inputs, gout)
     return loss, grads_out
-
-
-def compare(got, want, dtype, what, floor=1.0):
-    """assert_close with atol relative to the largest expected magnitude (at least ``floor``)."""
-    rtol, atol = tol(dtype)
-    scale = want.detach().abs().max().item() if want.numel() else 0.0
-    torch.testing.assert_close(got.detach().double().cpu(), want.detach().double().cpu(),
-                               rtol=rtol, atol=atol * max(scale, floor), msg=lambda m: f"{what}: {m}")
 
 
 def check_against_reference(backend, device, shape, S, normalize, reduction, dtype, seed=0):
@@ -255,15 +199,14 @@ def test_deterministic(backend, device):
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
 def test_only_requested_gradients(backend, device):
-    prefix = "triton_" if backend == "triton" else ""
-    ns = torch.ops.camfast
+    cam_mask, cam_mask_backward, _, masked_l1_backward = fused_ops(backend)
     real, fake, feats, grads = [t.detach() if isinstance(t, torch.Tensor) else [x.detach() for x in t]
                                 for t in make_inputs((2, 3, 9, 8, 3, 4, 4), 1, torch.float32, device)]
-    u = getattr(ns, f"{prefix}cam_mask")(feats, grads, "minmax", 1e-6)
+    u = cam_mask(feats, grads, "minmax", 1e-6)
     g = torch.ones((), device=device)
-    dr, df, dm = getattr(ns, f"{prefix}masked_l1_backward")(g, real, fake, u, "mean", False, True, False)
+    dr, df, dm = masked_l1_backward(g, real, fake, u, "mean", False, True, False)
     assert dr.numel() == 0 and dm.numel() == 0 and df.shape == fake.shape
-    dfe, dgr = getattr(ns, f"{prefix}cam_mask_backward")(torch.ones_like(u), feats, grads, "minmax", 1e-6, False, True)
+    dfe, dgr = cam_mask_backward(torch.ones_like(u), feats, grads, "minmax", 1e-6, False, True)
     assert len(dfe) == 0 and len(dgr) == 1 and dgr[0].shape == grads[0].shape
     # Only fake requires grad: the loss must not ask for the other gradients.
     f2 = fake.clone().requires_grad_(True)
