@@ -9,6 +9,8 @@ import torch
 import camfast
 from camfast import api
 
+from conftest import make_inputs
+
 if not camfast.backends()["cpu"]["available"]:
     pytest.skip("camfast._C CPU kernels not built", allow_module_level=True)
 
@@ -16,15 +18,9 @@ ns = torch.ops.camfast
 NORMS, REDUCTIONS = ("minmax", "max"), ("mean", "sum", "none")
 
 
-def inputs(S=2, dtype=torch.float64, feat_dtype=None, B=2, K=3, H=9, W=7, C=3, h=3, w=4, seed=0):
+def inputs(S=2, dtype=torch.float64, feat_dtype=None, B=2, H=9, W=7):
     """Awkward sizes: image sizes no multiple of the mask's, h != w, sources of different C."""
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
-    real, fake = r(B, K, H, W).to(dtype), r(B, K, H, W).to(dtype)
-    fd = feat_dtype or dtype
-    feats = [r(B, C + s, h, w).to(fd) for s in range(S)]
-    grads = [(r(B, C + s, h, w) + 0.3).to(fd) for s in range(S)]
-    return real, fake, feats, grads
+    return make_inputs((B, 3, H, W, 3, 3, 4), S, dtype, feat_dtype=feat_dtype, requires_grad=False)
 
 
 def loss_and_grads(backend, real, fake, feats, grads, want, **kw):
