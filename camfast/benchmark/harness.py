@@ -1,19 +1,9 @@
 """The benchmark harness: timing, peak memory, bandwidth floor, tables, CSV and plot.
 
-Public, and free of any one benchmark: camfast/benchmark/loss.py (``camfast-bench``) and
+Public and free of any one benchmark; camfast/benchmark/loss.py (``camfast-bench``) and
 benchmarks/bench_train_step.py are built on it. A measurement takes ``setup(i)``, run outside
-the timed region (pick input copy ``i``, run what must come before), and ``timed(state)``:
-
-    times = time_calls(setup, timed, device, reps=None, budget_s=1.0)    # ms per call
-    peak, extra = peak_memory(setup, timed, device)                     # bytes
-    floor_ms = nbytes / (measure_bandwidth(device)["gbs"] * 1e9) * 1e3
-
-Timing: warm-up, then many repetitions, per call with ``time.perf_counter`` on CPU and CUDA
-events on GPU; report the median and p20/p80 (``quantile``). Inputs should rotate among copies
-whose total exceeds twice the last-level cache (``rotation_copies``), so that no call finds its
-inputs in cache. Memory: one extra call, untimed: the peak of allocations made during it (CPU:
-allocation events of ``torch.profiler``; GPU: ``torch.cuda.max_memory_allocated`` minus the
-baseline), and the same minus the tensors the call returns.
+the timed region (pick input copy ``i``, run what must come first), and ``timed(state)``; see
+``time_calls`` and ``peak_memory``. CONTRIBUTING.md says how to add a benchmark.
 """
 from __future__ import annotations
 

@@ -1,28 +1,11 @@
 """camfast-bench: speed and memory of the CAM-consistency loss (``python benchmarks/bench_loss.py``).
 
-Providers, per configuration (batch, image, feature map, CAM sources, dtype):
-  eager    ``camfast.reference.cam_consistency_loss``, the pure-PyTorch formula, as is
-  compile  ``torch.compile`` of the same function (inductor, default mode, static shapes,
-           compiled afresh per configuration; compile time is reported apart)
-  cpu / cuda / triton   ``camfast.cam_consistency_loss(..., backend=name)``, those this device has
-
-Modes:
-  forward   the loss, inputs requiring grad (so autograd records the graph, as in training)
-  backward  ``torch.autograd.grad`` of the loss alone; the forward is re-run on the same input
-            copy just before, outside the timed region (no retained graph)
-  full      forward + backward
-
-Host overhead (``--host``): every provider at a size where the kernels cost nothing (B=1,
-images 3x8x8, feats 4x2x2, S=1, fp32, one CPU thread), forward and full, the providers
-interleaved call by call so that a change of the machine's load hits them alike: what each adds
-per call on the host (on a GPU, the time per call of a stream of calls, synchronised every
-``HOST_BATCH`` calls, and whether forward + backward can be captured in a CUDA graph).
-
-Each measurement is the harness's (camfast/benchmark/harness.py): median and p20/p80 of many
-calls on rotated input copies, and the peak memory of one more call; ``extra`` is the peak minus
-the tensors the call returns (the loss, the gradients).
-The bytes floor (docs/benchmarks.md) divided by the device bandwidth measured
-in the same run gives the floor time; ``floor %`` = floor time / median time.
+Providers: ``eager`` (``camfast.reference.cam_consistency_loss``), ``compile`` (``torch.compile``
+of it, afresh per configuration) and the camfast backends this device has; modes ``forward``,
+``backward`` (the forward re-run outside the timed region) and ``full``; ``--host``: the host
+overhead per call at a size where the kernels cost nothing, the providers interleaved. Timing,
+memory and the bandwidth floor are the harness's (camfast/benchmark/harness.py); what is
+measured and how is in docs/benchmarks.md.
 """
 from __future__ import annotations
 
@@ -272,12 +255,6 @@ def configs_from(args, device) -> list[Config]:
     return [Config(b, im, ft, s, dt) for dt in dtypes for (b, im, ft, s) in grid]
 
 
-def n_copies(cfg: Config, device: torch.device, llc: int) -> int:
-    """Input sets to rotate (harness.rotation_copies) of one real, fake, feats and grads each."""
-    img, feat = cfg.numel()
-    return rotation_copies(torch.empty((), dtype=DTYPES[cfg.dtype]).element_size() * (2 * img + 2 * feat), device, llc)
-
-
 def providers(args, device: torch.device) -> list[str]:
     provs = available_providers(device)
     if args.provider:
@@ -300,7 +277,8 @@ def run(args) -> list[dict]:
     configs = configs_from(args, device)
     rows = []
     for ci, cfg in enumerate(configs, 1):
-        copies = n_copies(cfg, device, llc)
+        img, feat = cfg.numel()   # rotate copies of real, fake, feats and grads
+        copies = rotation_copies(torch.empty((), dtype=DTYPES[cfg.dtype]).element_size() * 2 * (img + feat), device, llc)
         inputs = make_inputs(cfg, device, wrt, copies, seed=ci)
         log(f"[{ci}/{len(configs)}] {cfg.label()}: {copies} input copies")
         ref_loss, ref_name = None, None
