@@ -21,12 +21,10 @@ MiB = 2 ** 20
 
 
 def log(msg: str) -> None:
-    """Progress goes to stderr; stdout keeps the tables."""
     print(msg, file=sys.stderr, flush=True)
 
 
 def positive_int(s: str) -> int:
-    """argparse type: an int >= 1."""
     try:
         v = int(s)
     except ValueError:
@@ -35,8 +33,6 @@ def positive_int(s: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive int, got {s!r}")
     return v
 
-
-# ---------------------------------------------------------------- the machine
 
 def last_level_cache(device: torch.device) -> int:
     if device.type == "cuda":
@@ -70,8 +66,7 @@ def device_name(device: torch.device) -> str:
 
 
 def rotation_copies(per_set: int, device: torch.device, llc: int) -> int:
-    """Input sets of ``per_set`` bytes to rotate: together at least twice the last-level cache,
-    >= 3, <= 64, within a quarter of the free GPU memory (2 GiB on CPU)."""
+    """Input sets of ``per_set`` bytes to rotate: 3..64, >= twice the cache together, in memory."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         budget = free // 4
@@ -215,8 +210,7 @@ def measure_bandwidth(device: torch.device, size_bytes: int | None = None) -> di
 # ---------------------------------------------------------------- output
 
 def fmt(key: str, v) -> str:
-    """A cell by its column's name: ``*_ms``, ``*_mib``, ``bytes`` (MB), ``floor_frac`` (%),
-    ``x_*`` (speed-up); NaN as ``-``."""
+    """A cell by its column's name (``*_ms``, ``*_mib``, ``bytes``, ``floor_frac``, ``x_*``)."""
     if isinstance(v, float) and math.isnan(v):
         return "-"
     if key == "bytes":
@@ -249,8 +243,7 @@ def write_csv(rows: list[dict], path: str) -> None:
 
 
 def plot(rows: list[dict], path: str, modes, title: str) -> bool:
-    """Median and p20-p80 per config (x) and provider, one panel per mode, with the bytes floor
-    (``floor_ms``); log scale. False where matplotlib is missing."""
+    """Median, p20-p80 and ``floor_ms`` per config and provider, a panel per mode; False: no matplotlib."""
     try:
         import matplotlib
 

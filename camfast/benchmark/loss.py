@@ -278,7 +278,8 @@ def run(args) -> list[dict]:
     rows = []
     for ci, cfg in enumerate(configs, 1):
         img, feat = cfg.numel()   # rotate copies of real, fake, feats and grads
-        copies = rotation_copies(torch.empty((), dtype=DTYPES[cfg.dtype]).element_size() * 2 * (img + feat), device, llc)
+        per_set = torch.empty((), dtype=DTYPES[cfg.dtype]).element_size() * 2 * (img + feat)
+        copies = rotation_copies(per_set, device, llc)
         inputs = make_inputs(cfg, device, wrt, copies, seed=ci)
         log(f"[{ci}/{len(configs)}] {cfg.label()}: {copies} input copies")
         ref_loss, ref_name = None, None
@@ -478,7 +479,8 @@ def main(argv=None) -> int:
         os.makedirs(args.out, exist_ok=True)
         write_csv(rows, os.path.join(args.out, "bench_loss.csv"))
         png = os.path.join(args.out, "bench_loss.png")
-        log(f"wrote {os.path.join(args.out, 'bench_loss.csv')}" + (f" and {png}" if plot(rows, png, MODES, f"cam_consistency_loss on {rows[0]['device']}") else ""))
+        drawn = plot(rows, png, MODES, f"cam_consistency_loss on {rows[0]['device']}")
+        log(f"wrote {os.path.join(args.out, 'bench_loss.csv')}" + (f" and {png}" if drawn else ""))
     return 0
 
 
