@@ -21,6 +21,9 @@ More text.
 
 <!-- begin demo-runs -->
 <!-- end demo-runs -->
+
+<!-- begin demo-targets -->
+<!-- end demo-targets -->
 """
 
 
@@ -46,6 +49,9 @@ def test_tables_are_regenerated_between_their_markers(tmp_path):
     assert rows[1].startswith("| attgan | cam | 100/1 |") and "0.0320 ± 0.0028" in rows[1]
     runs = text.split("<!-- begin demo-runs -->")[1].split("<!-- end demo-runs -->")[0]
     assert "| attgan-base-s0 | 100 | 1.0 | 0.810 |" in runs and "Black_Hair 0.71" in runs
+    targets = text.split("<!-- begin demo-targets -->")[1].split("<!-- end demo-targets -->")[0]
+    rows = [r for r in targets.splitlines() if r.startswith("| attgan")]   # the baseline only
+    assert len(rows) == 1 and rows[0].startswith("| attgan | 0,1 |") and "0.830 ± 0.028" in rows[0]
 
 
 def test_figures_are_written(tmp_path):
