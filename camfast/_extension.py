@@ -193,7 +193,7 @@ def _load() -> None:
 def _check_loaded() -> None:
     """Staleness and op checks of a loaded library; registers the op family when complete."""
     global STALE, ERROR, INFO
-    from .ops import LOSS_OPS, OPS, register_family
+    from .registration import LOSS_OPS, OPS, register_family
 
     problems = []
     lacking = missing_ops(("_build_info",) + OPS + LOSS_OPS)

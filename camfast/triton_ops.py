@@ -2,7 +2,7 @@
 
 Defines ``camfast::triton_cam_mask``, ``triton_cam_mask_backward``, ``triton_masked_l1`` and
 ``triton_masked_l1_backward`` with the schemas of docs/kernels.md, then lets
-``camfast.ops.register_family("triton_")`` add the fake kernels and autograd shared by every
+``camfast.registration.register_family("triton_")`` add the fake kernels and autograd shared by every
 backend.
 
 Why ``torch.library.custom_op`` and not ``torch.library.triton_op`` + ``wrap_triton``: a
@@ -18,7 +18,7 @@ whether the ops were defined and ``WHY_NOT`` says why not.
 """
 import torch
 
-from . import ops as _ops
+from . import registration
 
 AVAILABLE = False
 WHY_NOT = ""
@@ -64,5 +64,5 @@ if _k is not None:
         return _k.masked_l1_backward(grad_out, real, fake, mask, reduction,
                                      need_real, need_fake, need_mask)
 
-    _ops.register_family("triton_")
+    registration.register_family("triton_")
     AVAILABLE = True

@@ -147,9 +147,9 @@ def test_library_missing_a_new_op_warns_instead_of_failing(tmp_path):
     """After a pull that adds an op on both sides, the unrebuilt library lacks it: one warning
     naming the op and the reference path, not an import error."""
     pkg = _package_copy(tmp_path)
-    ops = (pkg / "ops.py").read_text()
+    ops = (pkg / "registration.py").read_text()
     assert 'OPS = ("cam_mask",' in ops
-    (pkg / "ops.py").write_text(ops.replace('OPS = ("cam_mask",', 'OPS = ("cam_mask_v2", "cam_mask",'))
+    (pkg / "registration.py").write_text(ops.replace('OPS = ("cam_mask",', 'OPS = ("cam_mask_v2", "cam_mask",'))
     out = run_isolated(FALLBACK.replace("WORDS", "'camfast::cam_mask_v2'"), tmp_path, tmp_path)
     assert out.returncode == 0, (out.returncode, out.stderr[-3000:])
 

@@ -475,7 +475,7 @@ def test_opcheck(name):
 
 @pytest.mark.parametrize("name", ["cam_mask", "cam_mask_backward", "masked_l1", "masked_l1_backward"])
 def test_schema_matches_cpp(name):
-    """Same argument names and types as the C++ ops of csrc/ops.cpp (when they are loaded)."""
+    """Same argument names and types as the C++ ops of csrc/schemas.cpp (when they are loaded)."""
     try:
         cpp = getattr(ops, name).default._schema
     except (AttributeError, RuntimeError):

@@ -1,4 +1,4 @@
-// Plain C++ interface between the torch-facing ops (ops_cuda.cpp, compiled by g++) and the
+// Plain C++ interface between the torch-facing ops (register.cpp, compiled by g++) and the
 // CUDA kernels (*.cu, compiled by nvcc). Only raw pointers, sizes and a stream cross it, so the
 // .cu files never include torch headers (NOTES.md: that costs minutes of nvcc time per arch).
 //

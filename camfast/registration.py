@@ -1,7 +1,7 @@
 """torch.library glue: fake kernels and autograd for the fused ops.
 
 The C++ extension defines ``camfast::{cam_mask, masked_l1}`` and their backwards, and the
-public loss in one op per direction, ``camfast::cam_consistency`` (schemas in csrc/ops.cpp,
+public loss in one op per direction, ``camfast::cam_consistency`` (schemas in csrc/schemas.cpp,
 kernels per device, autograd in C++: csrc/autograd.cpp). The Triton backend defines the four
 stage ops under the prefix ``triton_`` (camfast/triton_ops.py). ``register_family`` gives any
 such family its fake kernels, and its autograd where the family has none of its own, so all

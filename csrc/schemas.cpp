@@ -1,7 +1,7 @@
 // Op schemas for camfast and the Python module stub of camfast._C.
 // Kernels are registered per device in csrc/cpu/ and csrc/cuda/ (the combined loss for both in
 // csrc/cam_consistency.cpp); autograd in C++ (csrc/autograd.cpp), so that a call costs no
-// Python beyond the one dispatcher call; fake kernels from Python (camfast/ops.py), which only
+// Python beyond the one dispatcher call; fake kernels from Python (camfast/registration.py), which only
 // tracing needs.
 #include <Python.h>
 #include <torch/library.h>

@@ -1,4 +1,4 @@
-// CUDA implementations of the camfast ops (schemas in csrc/ops.cpp, math in docs/kernels.md).
+// CUDA implementations of the camfast ops (schemas in csrc/schemas.cpp, math in docs/kernels.md).
 //
 // This file is compiled by the host compiler: it does the torch-side work (checks, contiguous
 // inputs, output and workspace allocation, device guard, current stream) and hands raw pointers
