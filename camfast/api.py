@@ -71,7 +71,7 @@ def _why_not(name: str, device: Optional[torch.device] = None) -> Optional[str]:
         if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
             return "no CUDA device is visible (set TRITON_INTERPRET=1 before importing camfast to run Triton on the CPU)"
         return None
-    raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    raise ValueError(f"backend: expected one of {BACKENDS}, got {name!r}")
 
 
 def _candidates(device: torch.device, dtype: torch.dtype) -> tuple:
@@ -218,21 +218,21 @@ def backends() -> dict:
 def _resolve_backend(backend: str, device: torch.device, dtype: torch.dtype,
                      dtypes: Sequence[torch.dtype] = ()) -> str:
     if not isinstance(backend, str) or backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
         return _auto(device, dtype, dtypes)
     why = _why_not(backend, device if backend == "cuda" and device.type == "cuda" else None)
     if why is not None:
-        raise RuntimeError(f"backend {backend!r} is not available: {why}")
+        raise RuntimeError(f"backend: {backend!r} is not available: {why}")
     if backend == "cpu" and device.type != "cpu":
-        raise ValueError(f"backend 'cpu' needs CPU tensors, got tensors on {device}")
+        raise ValueError(f"backend: 'cpu' expects CPU tensors, got tensors on {device}")
     if backend == "cuda" and device.type != "cuda":
-        raise ValueError(f"backend 'cuda' needs CUDA tensors, got tensors on {device}")
+        raise ValueError(f"backend: 'cuda' expects CUDA tensors, got tensors on {device}")
     if backend == "triton":
         if dtype == torch.float64:
-            raise TypeError("backend 'triton' supports float16, bfloat16 and float32, got float64")
+            raise TypeError("backend: 'triton' expects float16, bfloat16 or float32 tensors, got float64")
         if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-            raise ValueError("backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors)")
+            raise ValueError("backend: 'triton' expects CUDA tensors (or TRITON_INTERPRET=1), got tensors on cpu")
     return backend
 
 
@@ -426,7 +426,7 @@ def cam_consistency_loss(
     name = _resolve_backend(backend, real.device, real.dtype if real.dtype == torch.float64 else fl[0].dtype,
                             (fl[0].dtype, real.dtype))
     if name == "triton" and fl[0].dtype == torch.float64:
-        raise TypeError("backend 'triton' supports float16, bfloat16 and float32, got float64 feats")
+        raise TypeError("backend: 'triton' expects float16, bfloat16 or float32 tensors, got float64 feats")
     if name == "reference":
         return reference.cam_consistency_loss(real, fake, fl, gl, normalize, eps, reduction)
     return _fused_loss(name, real, fake, fl, gl, normalize, eps, reduction)

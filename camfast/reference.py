@@ -34,7 +34,7 @@ def normalize_cam(cam: torch.Tensor, normalize: str = "minmax", eps: float = DEF
         return (cam - mn) / (mx - mn + eps)
     if normalize == "max":
         return cam / (mx + eps)
-    raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
+    raise ValueError(f"camfast.cam_mask [reference]: normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
 
 
 def source_cam(feats: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
@@ -88,7 +88,7 @@ def masked_l1(real: torch.Tensor, fake: torch.Tensor, u: torch.Tensor, reduction
     elif reduction == "none":
         out = e.flatten(1).mean(dim=1)
     else:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        raise ValueError(f"camfast.masked_l1 [reference]: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     return out.to(real.dtype)
 
 

@@ -20,7 +20,7 @@ void check_not_empty(const char* op, const char* name, const at::Tensor& t) {
 }
 
 void check_loss_args(const char* op, const at::Tensor& real, const at::Tensor& fake, at::TensorList feats,
-                     at::TensorList grads, double eps) {
+                     at::TensorList grads, c10::string_view normalize, double eps, c10::string_view reduction) {
   const CamShape cs = check_cam_args(op, feats, grads);
   TORCH_CHECK_VALUE(real.defined() && real.dim() == 4, op, ": real must be [B, K, H, W], got ",
                     real.defined() ? real.sizes() : at::IntArrayRef{});
@@ -37,12 +37,18 @@ void check_loss_args(const char* op, const at::Tensor& real, const at::Tensor& f
     check_not_empty(op, "grads", grads[s]);
   }
   TORCH_CHECK_VALUE(eps > 0 && std::isfinite(eps), op, ": eps must be a finite number > 0, got ", eps);
+  // Checked here too, or the stage op that parses them would name itself in the message.
+  parse_norm(op, normalize);
+  parse_reduction(op, reduction);
 }
 
+// One kernel per device (kCuda), so that messages name the backend that raised.
+template <bool kCuda>
 dispatch::TensorPair cam_consistency(const at::Tensor& real, const at::Tensor& fake, at::TensorList feats,
                                      at::TensorList grads, c10::string_view normalize, double eps,
                                      c10::string_view reduction) {
-  check_loss_args("camfast.cam_consistency", real, fake, feats, grads, eps);
+  const char* op = kCuda ? "camfast.cam_consistency [cuda]" : "camfast.cam_consistency [cpu]";
+  check_loss_args(op, real, fake, feats, grads, normalize, eps, reduction);
   // Reached from the autograd kernel or under no_grad: the stage ops must not record a graph.
   at::AutoDispatchBelowADInplaceOrView below;
   at::Tensor u = dispatch::cam_mask().call(feats, grads, normalize, eps);
@@ -51,12 +57,14 @@ dispatch::TensorPair cam_consistency(const at::Tensor& real, const at::Tensor& f
   return {loss, mask};
 }
 
+template <bool kCuda>
 dispatch::LossGrads cam_consistency_backward(const at::Tensor& grad_out, const at::Tensor& real,
                                              const at::Tensor& fake, at::TensorList feats, at::TensorList grads,
                                              const at::Tensor& mask, c10::string_view normalize, double eps,
                                              c10::string_view reduction, bool need_real, bool need_fake,
                                              bool need_feats, bool need_grads) {
-  check_loss_args("camfast.cam_consistency_backward", real, fake, feats, grads, eps);
+  const char* op = kCuda ? "camfast.cam_consistency_backward [cuda]" : "camfast.cam_consistency_backward [cpu]";
+  check_loss_args(op, real, fake, feats, grads, normalize, eps, reduction);
   at::AutoDispatchBelowADInplaceOrView below;
   const bool need_mask = need_feats || need_grads;
   auto [dreal, dfake, dmask] =
@@ -72,14 +80,14 @@ dispatch::LossGrads cam_consistency_backward(const at::Tensor& grad_out, const a
 }  // namespace
 
 TORCH_LIBRARY_IMPL(camfast, CPU, m) {
-  m.impl("cam_consistency", &cam_consistency);
-  m.impl("cam_consistency_backward", &cam_consistency_backward);
+  m.impl("cam_consistency", &cam_consistency<false>);
+  m.impl("cam_consistency_backward", &cam_consistency_backward<false>);
 }
 
 #ifdef WITH_CUDA
 TORCH_LIBRARY_IMPL(camfast, CUDA, m) {
-  m.impl("cam_consistency", &cam_consistency);
-  m.impl("cam_consistency_backward", &cam_consistency_backward);
+  m.impl("cam_consistency", &cam_consistency<true>);
+  m.impl("cam_consistency_backward", &cam_consistency_backward<true>);
 }
 #endif
 

@@ -9,17 +9,17 @@
 
 namespace camfast {
 
-Norm parse_norm(std::string_view s) {
+Norm parse_norm(const char* op, std::string_view s) {
   if (s == "minmax") return Norm::MinMax;
   if (s == "max") return Norm::Max;
-  TORCH_CHECK_VALUE(false, "camfast: normalize must be 'minmax' or 'max', got '", std::string(s), "'");
+  TORCH_CHECK_VALUE(false, op, ": normalize must be 'minmax' or 'max', got '", std::string(s), "'");
 }
 
-Reduction parse_reduction(std::string_view s) {
+Reduction parse_reduction(const char* op, std::string_view s) {
   if (s == "mean") return Reduction::Mean;
   if (s == "sum") return Reduction::Sum;
   if (s == "none") return Reduction::None;
-  TORCH_CHECK_VALUE(false, "camfast: reduction must be 'mean', 'sum' or 'none', got '", std::string(s), "'");
+  TORCH_CHECK_VALUE(false, op, ": reduction must be 'mean', 'sum' or 'none', got '", std::string(s), "'");
 }
 
 static std::atomic<bool> g_poison{false};
@@ -105,7 +105,7 @@ L1Shape check_l1_args(const char* op, const at::Tensor& real, const at::Tensor& 
   TORCH_CHECK_VALUE(mask.size(1) >= 1 && mask.size(2) >= 1, op,
                     ": mask must have h, w >= 1 (an empty mask cannot be sampled), got ", mask.sizes());
   const at::ScalarType acc = acc_type(real.scalar_type());
-  TORCH_CHECK_TYPE(mask.scalar_type() == acc, op, ": mask dtype must be ", acc, " for images of dtype ",
+  TORCH_CHECK_TYPE(mask.scalar_type() == acc, op, ": mask must be ", acc, " for images of dtype ",
                    real.scalar_type(), ", got ", mask.scalar_type());
   TORCH_CHECK_VALUE(mask.device() == real.device(), op, ": mask must be on the device of real (", real.device(),
                     "), got ", mask.device());

@@ -11,8 +11,9 @@ namespace camfast {
 enum class Norm { MinMax, Max };
 enum class Reduction { Mean, Sum, None };
 
-Norm parse_norm(std::string_view s);
-Reduction parse_reduction(std::string_view s);
+// op: as for the checks below.
+Norm parse_norm(const char* op, std::string_view s);
+Reduction parse_reduction(const char* op, std::string_view s);
 
 // fp64 inputs accumulate in fp64 (gradcheck); everything else in fp32.
 inline at::ScalarType acc_type(at::ScalarType t) {
@@ -30,9 +31,12 @@ at::Tensor not_requested(const at::Tensor& like);
 
 // ---------------------------------------------------------------- input validation
 //
-// Every op of every device checks its arguments here first, with the argument's name in the
-// message (ValueError for shapes and devices, TypeError for dtypes), so that a direct call
-// through torch.ops.camfast.* with bad input raises instead of reading out of bounds.
+// Every op of every device checks its arguments here first, so that a direct call through
+// torch.ops.camfast.* with bad input raises instead of reading out of bounds. Every backend's
+// messages (these, the Triton launchers') have one form, so that a user can tell which op of
+// which backend rejected which argument (docs/kernels.md):
+//   camfast.<op> [<backend>]: <argument> must ..., got <what was passed>
+// ValueError for shapes, devices and values, TypeError for dtypes.
 // Empty inputs are valid and defined the same way in every backend (docs/kernels.md):
 //   cam_mask: B, h, w or C_s may be 0 (a source with C_s = 0 has a zero CAM);
 //   masked_l1: B, K, H or W may be 0 (the loss is then 0); the mask needs h, w >= 1.
@@ -44,7 +48,7 @@ struct L1Shape {
   int64_t B, K, H, W, h, w;
 };
 
-// op: the op's name for messages, e.g. "camfast.cam_mask".
+// op: the op and backend the message begins with, e.g. "camfast.cam_mask [cpu]".
 CamShape check_cam_args(const char* op, at::TensorList feats, at::TensorList grads);
 // grad_mask: [B, h, w], a floating dtype, on the device of feats.
 void check_grad_mask(const char* op, const at::Tensor& grad_mask, const CamShape& s, const at::Tensor& feats0);

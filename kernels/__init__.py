@@ -66,18 +66,14 @@ def new_output(shape, dtype: torch.dtype, device) -> torch.Tensor:
     return t
 
 
-def check_tensor(name: str, t: torch.Tensor) -> None:
-    """The dtype/device checks every launcher shares (shapes are validated by camfast.api)."""
+def check_tensor(op: str, name: str, t: torch.Tensor) -> None:
+    """The dtype and device checks of the Triton kernels, after the checks every backend shares."""
     if t.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(
-            f"camfast Triton kernels support float32, float16 and bfloat16; "
-            f"{name} has dtype {t.dtype} (use the reference or cpu backend for float64)"
-        )
+        raise TypeError(f"{op}: {name} must be float32, float16 or bfloat16 (for float64 use the reference "
+                        f"or cpu backend), got {t.dtype}")
     if t.device.type == "cpu" and not INTERPRETED:
-        raise ValueError(
-            f"camfast Triton kernels need CUDA tensors; {name} is on the CPU "
-            f"(set TRITON_INTERPRET=1 before importing camfast.kernels to run them on the CPU)"
-        )
+        raise ValueError(f"{op}: {name} must be on a CUDA device (set TRITON_INTERPRET=1 before importing "
+                         f"camfast.kernels to run them on the CPU), got {t.device}")
 
 
 def device_guard(t: torch.Tensor):
@@ -122,8 +118,8 @@ def check_cam_args(op: str, feats, grads):
         if f.device != f0.device or g.device != f0.device:
             raise ValueError(f"{op}: feats[{s}] and grads[{s}] must be on the device of feats[0] ({f0.device}), "
                              f"got {f.device} and {g.device}")
-        check_tensor(f"feats[{s}]", f)
-        check_tensor(f"grads[{s}]", g)
+        check_tensor(op, f"feats[{s}]", f)
+        check_tensor(op, f"grads[{s}]", g)
     return B, h, w
 
 
@@ -155,10 +151,10 @@ def check_l1_args(op: str, real, fake, mask):
         raise ValueError(f"{op}: mask must have h, w >= 1 (an empty mask cannot be sampled), got {list(mask.shape)}")
     acc = torch.float64 if real.dtype == torch.float64 else torch.float32
     if mask.dtype != acc:
-        raise TypeError(f"{op}: mask dtype must be {acc} for images of dtype {real.dtype}, got {mask.dtype}")
+        raise TypeError(f"{op}: mask must be {acc} for images of dtype {real.dtype}, got {mask.dtype}")
     if mask.device != real.device:
         raise ValueError(f"{op}: mask must be on the device of real ({real.device}), got {mask.device}")
-    check_tensor("real", real)
+    check_tensor(op, "real", real)
     return (*real.shape, mask.shape[1], mask.shape[2])
 
 

@@ -236,12 +236,12 @@ def _cam_input_grad_kernel(
 
 # ------------------------------------------------------------------------------ launchers
 
-def _minmax(normalize: str) -> bool:
+def _minmax(op: str, normalize: str) -> bool:
     if normalize == "minmax":
         return True
     if normalize == "max":
         return False
-    raise ValueError(f"normalize must be 'minmax' or 'max', got {normalize!r}")
+    raise ValueError(f"{op}: normalize must be 'minmax' or 'max', got {normalize!r}")
 
 
 def channel_blocks(C: int, P: int):
@@ -280,8 +280,9 @@ def _partials(pairs, B, P, dev, alphas=None):
 
 def cam_mask(feats, grads, normalize: str = "minmax", eps: float = 1e-6) -> torch.Tensor:
     """u = max_s normalise(relu(sum_c mean_p(grads_s) * feats_s)): fp32 [B, h, w]."""
-    pairs = _sources("camfast.cam_mask", feats, grads)
-    minmax = _minmax(normalize)
+    op = "camfast.cam_mask [triton]"
+    pairs = _sources(op, feats, grads)
+    minmax = _minmax(op, normalize)
     B, _, h, w = pairs[0][0].shape
     P, dev = h * w, pairs[0][0].device
     u = new_output((B, h, w), torch.float32, dev)
@@ -301,12 +302,12 @@ def cam_mask(feats, grads, normalize: str = "minmax", eps: float = 1e-6) -> torc
 def cam_mask_backward(grad_mask, feats, grads, normalize: str = "minmax", eps: float = 1e-6,
                       need_feats: bool = True, need_grads: bool = True):
     """(dfeats, dgrads): lists with the shapes/dtypes of feats/grads, [] when not needed."""
-    op = "camfast.cam_mask_backward"
+    op = "camfast.cam_mask_backward [triton]"
     pairs = _sources(op, feats, grads)
     f0 = pairs[0][0]
     B, _, h, w = f0.shape
     check_grad_mask(op, grad_mask, B, h, w, f0)
-    minmax = _minmax(normalize)
+    minmax = _minmax(op, normalize)
     dfeats = [new_output(f.shape, f.dtype, f.device) for f, _ in pairs] if need_feats else []
     dgrads = [new_output(g.shape, g.dtype, g.device) for _, g in pairs] if need_grads else []
     P, S, dev = h * w, len(pairs), f0.device

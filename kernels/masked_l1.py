@@ -207,7 +207,7 @@ def _gather_windows_kernel(
 
 # ------------------------------------------------------------------------------ launchers
 
-def _denominator(reduction: str, shape) -> float:
+def _denominator(op: str, reduction: str, shape) -> float:
     B, K, H, W = shape
     if reduction == "mean":
         return float(B * K * H * W)
@@ -215,7 +215,7 @@ def _denominator(reduction: str, shape) -> float:
         return float(K * H * W)
     if reduction == "sum":
         return 1.0
-    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
 def _check(op, real, fake, mask):
@@ -248,8 +248,9 @@ def _backward_tiles(H: int, W: int, h: int, w: int):
 
 def masked_l1(real, fake, mask, reduction: str = "mean") -> torch.Tensor:
     """sum |real - fake| * (1 - upsample(mask)), reduced; dtype of real, [B] for 'none'."""
-    real, fake, mask = _check("camfast.masked_l1", real, fake, mask)
-    denom = _denominator(reduction, real.shape)
+    op = "camfast.masked_l1 [triton]"
+    real, fake, mask = _check(op, real, fake, mask)
+    denom = _denominator(op, reduction, real.shape)
     B, K, H, W = real.shape
     h, w = mask.shape[1:]
     per_sample = reduction == "none"
@@ -272,9 +273,9 @@ def masked_l1(real, fake, mask, reduction: str = "mean") -> torch.Tensor:
 def masked_l1_backward(grad_out, real, fake, mask, reduction: str = "mean",
                        need_real: bool = True, need_fake: bool = True, need_mask: bool = True):
     """(dreal, dfake, dmask); each unrequested one is an empty [0] tensor of its dtype."""
-    op = "camfast.masked_l1_backward"
+    op = "camfast.masked_l1_backward [triton]"
     real, fake, mask = _check(op, real, fake, mask)
-    denom = _denominator(reduction, real.shape)
+    denom = _denominator(op, reduction, real.shape)
     B, K, H, W = real.shape
     check_grad_out(op, grad_out, B if reduction == "none" else 1, real)
     h, w = mask.shape[1:]

@@ -170,13 +170,17 @@ L1_BAD = [
     ("fake_dtype", TypeError, ["fake", "dtype of real"]),
     ("mask_2d", ValueError, ["mask", "[B=2, h, w]"]),
     ("mask_batch", ValueError, ["mask", "[B=2, h, w]"]),
-    ("mask_dtype", TypeError, ["mask dtype"]),
+    ("mask_dtype", TypeError, ["mask must be", "for images of dtype"]),
     ("int_images", TypeError, ["real", "Long"]),
 ]
 
 
+def _l1_args(device):
+    return rand(2, 3, 8, 9, device=device), rand(2, 3, 8, 9, device=device), torch.rand(2, 3, 4).to(device)
+
+
 def _bad_l1(change, device):
-    real, fake, mask = rand(2, 3, 8, 9, device=device), rand(2, 3, 8, 9, device=device), torch.rand(2, 3, 4).to(device)
+    real, fake, mask = _l1_args(device)
     return {
         "real_3d": (real[0], fake[0], mask),
         "fake_shape": (real, fake[:, :2], mask),
@@ -204,11 +208,37 @@ def test_masked_l1_direct_call_names_the_argument(backend, device, change, exc, 
 @pytest.mark.parametrize("backend,device", BACKENDS, ids=IDS)
 def test_masked_l1_backward_checks_grad_out(backend, device):
     _, _, _, l1_bwd = fused_ops(backend)
-    real, fake, mask = rand(2, 3, 8, 9, device=device), rand(2, 3, 8, 9, device=device), torch.rand(2, 3, 4).to(device)
+    real, fake, mask = _l1_args(device)
     with pytest.raises(ValueError, match=r"grad_out must have 2 element\(s\)"):
         l1_bwd(torch.ones(3, device=device), real, fake, mask, "none", True, True, True)
     with pytest.raises(TypeError, match="grad_out"):
         l1_bwd(torch.ones((), dtype=torch.int64, device=device), real, fake, mask, "mean", True, True, True)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS, ids=IDS)
+def test_errors_have_one_form(backend, device):
+    """Every backend's message begins "camfast.<op> [<backend>]: <argument> " (docs/kernels.md)."""
+    mask_op, mask_bwd, l1, l1_bwd = fused_ops(backend)
+    feats, grads = _cam_args(device)
+    real, fake, mask = _l1_args(device)
+    bad = [
+        ("cam_mask", "normalize", ValueError, lambda: mask_op(feats, grads, "l2", 1e-6)),
+        ("cam_mask", r"grads\[0\]", ValueError, lambda: mask_op(feats, [grads[0][:, :2]], "minmax", 1e-6)),
+        ("cam_mask", r"feats\[0\]", TypeError, lambda: mask_op([feats[0].long()], [grads[0].long()], "minmax", 1e-6)),
+        ("cam_mask_backward", "grad_mask", ValueError,
+         lambda: mask_bwd(torch.zeros(2, 5, 4, device=device), feats, grads, "minmax", 1e-6, True, True)),
+        ("masked_l1", "mask", TypeError, lambda: l1(real, fake, mask.double(), "mean")),
+        ("masked_l1", "reduction", ValueError, lambda: l1(real, fake, mask, "avg")),
+        ("masked_l1_backward", "grad_out", ValueError,
+         lambda: l1_bwd(torch.ones(3, device=device), real, fake, mask, "none", True, True, True)),
+    ]
+    if backend != "triton":  # the combined op is C++ only
+        loss = torch.ops.camfast.cam_consistency
+        bad += [("cam_consistency", "eps", ValueError, lambda: loss(real, fake, feats, grads, "minmax", 0.0, "mean")),
+                ("cam_consistency", "normalize", ValueError, lambda: loss(real, fake, feats, grads, "l2", 1e-6, "mean"))]
+    for op, arg, exc, call in bad:
+        with pytest.raises(exc, match=rf"^camfast\.{op} \[{backend}\]: {arg} "):
+            call()
 
 
 # ---------------------------------------------------------------- second-order gradients

@@ -279,7 +279,7 @@ def test_cpu_op_rejects_bad_direct_calls():
     with pytest.raises(ValueError, match="grads"):
         ns.cam_mask([f], [f[:, :2]], "minmax", 1e-6)
     r = torch.randn(2, 3, 8, 8)
-    with pytest.raises(TypeError, match="mask dtype"):
+    with pytest.raises(TypeError, match="mask must be .* for images of dtype"):
         ns.masked_l1(r, r, torch.rand(2, 4, 4, dtype=torch.float64), "mean")
     with pytest.raises(ValueError, match="reduction"):
         ns.masked_l1(r, r, torch.rand(2, 4, 4), "avg")

@@ -63,8 +63,7 @@ struct Shape {
 
 Shape check_sources(const char* op, at::TensorList feats, at::TensorList grads) {
   const CamShape sh = check_cam_args(op, feats, grads);
-  TORCH_CHECK_VALUE(feats[0].device().is_cpu(), op, " (CPU kernel): feats and grads must be on the CPU, got ",
-                    feats[0].device());
+  TORCH_CHECK_VALUE(feats[0].device().is_cpu(), op, ": feats must be on the CPU, got ", feats[0].device());
   return {sh.B, sh.h, sh.w, sh.h * sh.w};
 }
 
@@ -83,8 +82,9 @@ int64_t sample_work(const std::vector<at::Tensor>& feats, int64_t P) {
 }
 
 at::Tensor cam_mask_cpu(at::TensorList feats_in, at::TensorList grads_in, c10::string_view normalize, double eps) {
-  const Shape sh = check_sources("camfast.cam_mask", feats_in, grads_in);
-  const Norm norm = parse_norm(normalize);
+  const char* op = "camfast.cam_mask [cpu]";
+  const Shape sh = check_sources(op, feats_in, grads_in);
+  const Norm norm = parse_norm(op, normalize);
   const auto feats = contiguous(feats_in);
   const auto grads = contiguous(grads_in);
   const auto acc = acc_type(feats[0].scalar_type());
@@ -119,10 +119,10 @@ at::Tensor cam_mask_cpu(at::TensorList feats_in, at::TensorList grads_in, c10::s
 std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> cam_mask_backward_cpu(
     const at::Tensor& grad_mask_in, at::TensorList feats_in, at::TensorList grads_in, c10::string_view normalize,
     double eps, bool need_feats, bool need_grads) {
-  const char* op = "camfast.cam_mask_backward";
+  const char* op = "camfast.cam_mask_backward [cpu]";
   const Shape sh = check_sources(op, feats_in, grads_in);
   check_grad_mask(op, grad_mask_in, {sh.B, sh.h, sh.w}, feats_in[0]);
-  const Norm norm = parse_norm(normalize);
+  const Norm norm = parse_norm(op, normalize);
   const auto feats = contiguous(feats_in);
   const auto grads = contiguous(grads_in);
   const int64_t S = feats.size();

@@ -26,8 +26,7 @@ struct ImgShape {
 
 ImgShape check_inputs(const char* op, const at::Tensor& real, const at::Tensor& fake, const at::Tensor& mask) {
   const L1Shape s = check_l1_args(op, real, fake, mask);
-  TORCH_CHECK_VALUE(real.device().is_cpu(), op, " (CPU kernel): real, fake and mask must be on the CPU, got ",
-                    real.device());
+  TORCH_CHECK_VALUE(real.device().is_cpu(), op, ": real must be on the CPU, got ", real.device());
   return {s.B, s.K, s.H, s.W, s.h, s.w};
 }
 
@@ -61,8 +60,9 @@ GradRow<scalar_t, acc_t> pick_grad_row(bool fake, bool real, bool mask) {
 
 at::Tensor masked_l1_cpu(const at::Tensor& real_in, const at::Tensor& fake_in, const at::Tensor& mask_in,
                          c10::string_view reduction) {
-  const ImgShape s = check_inputs("camfast.masked_l1", real_in, fake_in, mask_in);
-  const Reduction red = parse_reduction(reduction);
+  const char* op = "camfast.masked_l1 [cpu]";
+  const ImgShape s = check_inputs(op, real_in, fake_in, mask_in);
+  const Reduction red = parse_reduction(op, reduction);
   const at::Tensor real = real_in.contiguous(), fake = fake_in.contiguous(), mask = mask_in.contiguous();
   const auto acc = acc_type(real.scalar_type());
   // Per-(sample, row) partial sums, reduced below in a fixed order.
@@ -113,9 +113,9 @@ at::Tensor masked_l1_cpu(const at::Tensor& real_in, const at::Tensor& fake_in, c
 std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_l1_backward_cpu(
     const at::Tensor& grad_out, const at::Tensor& real_in, const at::Tensor& fake_in, const at::Tensor& mask_in,
     c10::string_view reduction, bool need_real, bool need_fake, bool need_mask) {
-  const char* op = "camfast.masked_l1_backward";
+  const char* op = "camfast.masked_l1_backward [cpu]";
   const ImgShape s = check_inputs(op, real_in, fake_in, mask_in);
-  const Reduction red = parse_reduction(reduction);
+  const Reduction red = parse_reduction(op, reduction);
   check_grad_out(op, grad_out, red == Reduction::None ? s.B : 1, real_in);
   const at::Tensor real = real_in.contiguous(), fake = fake_in.contiguous(), mask = mask_in.contiguous();
   const auto acc = acc_type(real.scalar_type());

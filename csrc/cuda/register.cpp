@@ -25,7 +25,7 @@ namespace {
 
 namespace ci = cuda_impl;
 
-ci::DType to_kernel_dtype(at::ScalarType t, const char* what) {
+ci::DType to_kernel_dtype(const char* op, at::ScalarType t, const char* what) {
   switch (t) {
     case at::kFloat: return ci::DType::Float32;
     case at::kHalf: return ci::DType::Float16;
@@ -33,12 +33,12 @@ ci::DType to_kernel_dtype(at::ScalarType t, const char* what) {
     case at::kDouble: return ci::DType::Float64;
     default: break;
   }
-  TORCH_CHECK_TYPE(false, "camfast (CUDA): ", what, " must be float32, float16, bfloat16 or float64, got ", t);
+  TORCH_CHECK_TYPE(false, op, ": ", what, " must be float32, float16, bfloat16 or float64, got ", t);
 }
 
-void check_index_range(int64_t v, const char* what) {
-  TORCH_CHECK_VALUE(v < std::numeric_limits<int32_t>::max(), "camfast (CUDA): ", what, " = ", v,
-                    " is too large for the CUDA kernels");
+void check_index_range(const char* op, const char* what, const char* dim, int64_t v) {
+  TORCH_CHECK_VALUE(v < std::numeric_limits<int32_t>::max(), op, ": ", what, " must have ", dim,
+                    " < 2^31 - 1 (the CUDA kernels index with int32), got ", dim, " = ", v);
 }
 
 // Workspace for the launchers: uninitialised bytes from the caching allocator (on the current
@@ -60,13 +60,13 @@ CamInputs prepare_cam(const char* op, at::TensorList feats, at::TensorList grads
                       double eps) {
   CamInputs in;
   const CamShape sh = check_cam_args(op, feats, grads);  // names, shapes, dtypes, one device
-  const Norm norm = parse_norm(normalize);
+  const Norm norm = parse_norm(op, normalize);
   const int64_t S = static_cast<int64_t>(feats.size());
-  TORCH_CHECK_VALUE(S <= ci::kMaxSources, op, " (CUDA): at most ", ci::kMaxSources, " CAM sources, got ", S);
+  TORCH_CHECK_VALUE(S <= ci::kMaxSources, op, ": feats must hold at most ", ci::kMaxSources, " CAM sources, got ", S);
   const at::Tensor& f0 = feats[0];
-  TORCH_CHECK_VALUE(f0.is_cuda(), op, " (CUDA kernel): feats and grads must be CUDA tensors, got ", f0.device());
+  TORCH_CHECK_VALUE(f0.is_cuda(), op, ": feats must be on a CUDA device, got ", f0.device());
   ci::CamArgs& a = in.args;
-  a.dtype = to_kernel_dtype(f0.scalar_type(), "feats");
+  a.dtype = to_kernel_dtype(op, f0.scalar_type(), "feats");
   a.S = static_cast<int>(S);
   a.B = sh.B;
   a.h = sh.h;
@@ -84,7 +84,7 @@ CamInputs prepare_cam(const char* op, at::TensorList feats, at::TensorList grads
 }
 
 at::Tensor cam_mask_cuda(at::TensorList feats, at::TensorList grads, c10::string_view normalize, double eps) {
-  CamInputs in = prepare_cam("camfast.cam_mask", feats, grads, normalize, eps);
+  CamInputs in = prepare_cam("camfast.cam_mask [cuda]", feats, grads, normalize, eps);
   const at::Tensor& f0 = in.feats[0];
   const c10::cuda::CUDAGuard guard(f0.device());
   const ci::CamArgs& a = in.args;
@@ -99,7 +99,7 @@ at::Tensor cam_mask_cuda(at::TensorList feats, at::TensorList grads, c10::string
 std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> cam_mask_backward_cuda(
     const at::Tensor& grad_mask, at::TensorList feats, at::TensorList grads, c10::string_view normalize, double eps,
     bool need_feats, bool need_grads) {
-  const char* op = "camfast.cam_mask_backward";
+  const char* op = "camfast.cam_mask_backward [cuda]";
   CamInputs in = prepare_cam(op, feats, grads, normalize, eps);
   const at::Tensor& f0 = in.feats[0];
   const c10::cuda::CUDAGuard guard(f0.device());
@@ -140,21 +140,20 @@ L1Inputs prepare_l1(const char* op, const at::Tensor& real, const at::Tensor& fa
                     c10::string_view reduction) {
   L1Inputs in;
   const L1Shape sh = check_l1_args(op, real, fake, mask);  // names, shapes, dtypes, one device, h, w >= 1
-  const Reduction red = parse_reduction(reduction);
-  TORCH_CHECK_VALUE(real.is_cuda(), op, " (CUDA kernel): real, fake and mask must be CUDA tensors, got ",
-                    real.device());
+  const Reduction red = parse_reduction(op, reduction);
+  TORCH_CHECK_VALUE(real.is_cuda(), op, ": real must be on a CUDA device, got ", real.device());
   ci::L1Args& a = in.args;
-  a.dtype = to_kernel_dtype(real.scalar_type(), "real");
+  a.dtype = to_kernel_dtype(op, real.scalar_type(), "real");
   a.B = sh.B;
   a.K = sh.K;
   a.H = sh.H;
   a.W = sh.W;
   a.h = sh.h;
   a.w = sh.w;
-  check_index_range(a.H, "H");
-  check_index_range(a.W, "W");
-  check_index_range(a.h, "h");
-  check_index_range(a.w, "w");
+  check_index_range(op, "real", "H", a.H);
+  check_index_range(op, "real", "W", a.W);
+  check_index_range(op, "mask", "h", a.h);
+  check_index_range(op, "mask", "w", a.w);
   a.reduction = red == Reduction::Mean ? ci::L1Reduction::Mean
                 : red == Reduction::Sum ? ci::L1Reduction::Sum
                                         : ci::L1Reduction::None;
@@ -169,7 +168,7 @@ L1Inputs prepare_l1(const char* op, const at::Tensor& real, const at::Tensor& fa
 
 at::Tensor masked_l1_cuda(const at::Tensor& real, const at::Tensor& fake, const at::Tensor& mask,
                           c10::string_view reduction) {
-  L1Inputs in = prepare_l1("camfast.masked_l1", real, fake, mask, reduction);
+  L1Inputs in = prepare_l1("camfast.masked_l1 [cuda]", real, fake, mask, reduction);
   const c10::cuda::CUDAGuard guard(in.real.device());
   const ci::L1Args& a = in.args;
   at::Tensor out = a.reduction == ci::L1Reduction::None ? new_output(in.real, {a.B}, in.real.scalar_type())
@@ -184,7 +183,7 @@ at::Tensor masked_l1_cuda(const at::Tensor& real, const at::Tensor& fake, const 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_l1_backward_cuda(
     const at::Tensor& grad_out, const at::Tensor& real, const at::Tensor& fake, const at::Tensor& mask,
     c10::string_view reduction, bool need_real, bool need_fake, bool need_mask) {
-  const char* op = "camfast.masked_l1_backward";
+  const char* op = "camfast.masked_l1_backward [cuda]";
   L1Inputs in = prepare_l1(op, real, fake, mask, reduction);
   const c10::cuda::CUDAGuard guard(in.real.device());
   const ci::L1Args& a = in.args;
