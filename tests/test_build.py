@@ -131,6 +131,14 @@ FALLBACK = (
 )
 
 
+def test_missing_extension_warns_once_and_falls_back(tmp_path):
+    pkg = os.path.dirname(camfast.__file__)
+    shutil.copytree(pkg, tmp_path / "camfast", ignore=shutil.ignore_patterns("_C*.so", "__pycache__"))
+    code = FALLBACK.replace("WORDS", "'could not be imported'") + "assert not camfast.build_info()['extension_loaded']\n"
+    out = run_isolated(code, tmp_path, tmp_path)
+    assert out.returncode == 0, out.stderr
+
+
 @pytest.mark.skipif(not SO, reason="camfast/_C*.so is not built in the checkout")
 def test_truncated_library_warns_instead_of_crashing(tmp_path):
     """A cut-off _C.so (an interrupted copy) used to kill the interpreter with SIGBUS."""
