@@ -65,7 +65,7 @@ def _any_requires_grad(tensors) -> bool:
 
 
 def _backend_name(prefix: str, t: torch.Tensor) -> str:
-    return "triton" if prefix == "triton_" else t.device.type
+    return prefix.rstrip("_") or t.device.type
 
 
 def once_differentiable(outputs, inputs, op: str, backend: str):

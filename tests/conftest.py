@@ -16,16 +16,11 @@ HAS_CUDA = torch.cuda.is_available()
 
 
 def fused_backends():
-    """(backend, device) pairs that can run here; CI has cpu and triton (interpreted)."""
+    """(backend, device) pairs that can run here, on the GPU where there is one; CI has cpu and
+    triton (interpreted)."""
     avail = camfast.backends()
-    out = []
-    if avail["cpu"]["available"]:
-        out.append(("cpu", "cpu"))
-    if avail["cuda"]["available"]:
-        out.append(("cuda", "cuda"))
-    if avail["triton"]["available"]:
-        out.append(("triton", "cuda" if HAS_CUDA else "cpu"))
-    return out
+    fused = [b for b in camfast.api.BACKENDS if b not in ("auto", "reference") and avail[b]["available"]]
+    return [(b, "cuda" if HAS_CUDA and b != "cpu" else "cpu") for b in fused]
 
 
 # ----------------------------------------------------------------- backend helpers
@@ -51,7 +46,7 @@ def dtypes_for(backend, device):
 def fused_ops(backend):
     """(cam_mask, cam_mask_backward, masked_l1, masked_l1_backward) of a backend, as torch.ops."""
     ns = torch.ops.camfast
-    p = "triton_" if backend == "triton" else ""
+    p = "" if backend in ("cpu", "cuda") else f"{backend}_"  # the C++ family has no prefix
     return (getattr(ns, f"{p}cam_mask"), getattr(ns, f"{p}cam_mask_backward"),
             getattr(ns, f"{p}masked_l1"), getattr(ns, f"{p}masked_l1_backward"))
 
