@@ -21,6 +21,7 @@ if DEVICE == "cuda" and not torch.cuda.is_available():
 
 import camfast  # noqa: E402  (loads camfast._C, which registers the ops)
 from camfast import reference  # noqa: E402
+from conftest import poisoned  # noqa: E402
 
 
 def _load_ops():
@@ -48,9 +49,8 @@ def acc(dtype):
 
 @pytest.fixture(autouse=True)
 def _poison():
-    ops._set_poison(True)
-    yield
-    ops._set_poison(False)
+    with poisoned("cuda"):
+        yield
 
 
 def rand(shape, dtype, seed, kind="normal"):

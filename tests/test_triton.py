@@ -27,6 +27,7 @@ pytest.importorskip("triton")
 
 from camfast import reference as R  # noqa: E402
 from camfast import triton_ops  # noqa: E402
+from conftest import poisoned  # noqa: E402
 
 K = importlib.import_module("camfast.kernels")
 # import_module, not attribute access: the package re-exports the launcher *functions* under
@@ -58,11 +59,10 @@ LOW_TOL = {torch.float16: dict(rtol=2e-3, floor=1e-3), torch.bfloat16: dict(rtol
 @pytest.fixture(autouse=True)
 def _poison_and_small_tiles(monkeypatch):
     """Poison every output; use 4x8 image tiles so small images cover many tiles."""
-    K.set_poison(True)
     monkeypatch.setattr(L1, "TILE_H", 4)
     monkeypatch.setattr(L1, "TILE_W", 8)
-    yield
-    K.set_poison(False)
+    with poisoned("triton"):
+        yield
 
 
 def assert_matches(actual, ref, ref64, rtol, floor, name=""):
