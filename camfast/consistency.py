@@ -69,10 +69,6 @@ def _without_ddp(model: nn.Module) -> nn.Module:
     return model
 
 
-def _compute_dtype(t: torch.Tensor) -> torch.dtype:
-    return torch.float64 if t.dtype == torch.float64 else torch.float32
-
-
 class CAMConsistency(nn.Module):
     """The CAM-consistency loss of discriminator ``D``, as a loss module.
 
@@ -266,8 +262,8 @@ class CAMConsistency(nn.Module):
         # Images of different float dtypes (G under autocast) are promoted; D's activations
         # (bf16 under autocast) go in as float32, which is cheap at D's resolution.
         dt = torch.promote_types(real.dtype, fake.dtype)
-        feats = [f.to(_compute_dtype(f)) for f in feats]
-        grads = [g.to(_compute_dtype(g)) for g in grads]
+        feats = [f.to(reference.accumulate_dtype(f.dtype)) for f in feats]
+        grads = [g.to(reference.accumulate_dtype(g.dtype)) for g in grads]
         if detach_mask:
             feats, grads = [f.detach() for f in feats], [g.detach() for g in grads]
         return api.cam_consistency_loss(real.to(dt), fake.to(dt), feats, grads, normalize=self.normalize, eps=self.eps,
@@ -275,6 +271,6 @@ class CAMConsistency(nn.Module):
 
     @torch.no_grad()
     def _mask(self, feats: list, grads: list, size) -> torch.Tensor:
-        fl = [f.detach().to(_compute_dtype(f)) for f in feats]
-        gl = [g.detach().to(_compute_dtype(g)) for g in grads]
+        fl = [f.detach().to(reference.accumulate_dtype(f.dtype)) for f in feats]
+        gl = [g.detach().to(reference.accumulate_dtype(g.dtype)) for g in grads]
         return api.grad_cam_mask(fl, gl, size, normalize=self.normalize, eps=self.eps, backend=self.backend)

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import torch
 
+from .reference import accumulate_dtype as acc_dtype
+
 OPS = ("cam_mask", "cam_mask_backward", "masked_l1", "masked_l1_backward")
 #: The combined loss, defined by the C++ extension only.
 LOSS_OPS = ("cam_consistency", "cam_consistency_backward")
-
-
-def acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 # ---------------------------------------------------------------- fake kernels (shapes only)
@@ -64,10 +62,6 @@ def _any_requires_grad(tensors) -> bool:
     return any(t.requires_grad for t in tensors)
 
 
-def _backend_name(prefix: str, t: torch.Tensor) -> str:
-    return prefix.rstrip("_") or t.device.type
-
-
 def once_differentiable(outputs, inputs, op: str, backend: str):
     """Mark the gradients of a fused op as not differentiable again.
 
@@ -91,15 +85,11 @@ def once_differentiable(outputs, inputs, op: str, backend: str):
     return [next(it) if t is not None else None for t in outputs]
 
 
-def has_cpp_autograd(name: str) -> bool:
-    """Whether op ``name`` (e.g. "camfast::cam_mask") has an autograd kernel of its own."""
-    return torch._C._dispatch_has_kernel_for_dispatch_key(name, "Autograd")
-
-
 def register_family(prefix: str = "") -> None:
-    """Register fakes for ``camfast::{prefix}cam_mask`` and friends (and the combined loss where the
-    family has it), and autograd for those without a C++ one (the Triton family)."""
+    """Register fakes for ``camfast::{prefix}cam_mask`` and friends; for the C++ family (no prefix)
+    also for the combined loss, and for the others (Triton) autograd, which the C++ family has in C++."""
     ns = torch.ops.camfast
+    backend = prefix.rstrip("_")
     names = {op: f"camfast::{prefix}{op}" for op in OPS}
     mask_bwd = getattr(ns, f"{prefix}cam_mask_backward")
     l1_bwd = getattr(ns, f"{prefix}masked_l1_backward")
@@ -111,10 +101,7 @@ def register_family(prefix: str = "") -> None:
     if prefix == "":
         torch.library.register_fake("camfast::cam_consistency")(fake_cam_consistency)
         torch.library.register_fake("camfast::cam_consistency_backward")(fake_cam_consistency_backward)
-        # Asked of the C++ family only: a custom_op (the Triton family) always has an Autograd
-        # kernel, a stub that raises until register_autograd replaces it.
-        if has_cpp_autograd(names["cam_mask"]) and has_cpp_autograd(names["masked_l1"]):
-            return
+        return
 
     def mask_setup(ctx, inputs, output):
         feats, grads, normalize, eps = inputs
@@ -132,7 +119,7 @@ def register_family(prefix: str = "") -> None:
             with torch.no_grad():  # create_graph=True: differentiable results would be wrong
                 dfeats, dgrads = mask_bwd(*args)
             marked = once_differentiable(list(dfeats) + list(dgrads), [grad_mask, *saved],
-                                         f"camfast::{prefix}cam_mask", _backend_name(prefix, grad_mask))
+                                         f"camfast::{prefix}cam_mask", backend)
             dfeats, dgrads = marked[: len(dfeats)], marked[len(dfeats):]
         else:
             dfeats, dgrads = mask_bwd(*args)
@@ -156,8 +143,7 @@ def register_family(prefix: str = "") -> None:
             with torch.no_grad():  # create_graph=True: differentiable results would be wrong
                 dr, df, dm = l1_bwd(*args)
             dr, df, dm = once_differentiable([dr if need_r else None, df if need_f else None, dm if need_m else None],
-                                             (grad_out, real, fake, mask), f"camfast::{prefix}masked_l1",
-                                             _backend_name(prefix, real))
+                                             (grad_out, real, fake, mask), f"camfast::{prefix}masked_l1", backend)
         else:
             dr, df, dm = l1_bwd(*args)
         return (dr if need_r else None), (df if need_f else None), (dm if need_m else None), None

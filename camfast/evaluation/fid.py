@@ -18,14 +18,6 @@ import torch
 import torch.nn.functional as F
 
 
-def classifier_features(model) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``x`` in [-1, 1] -> ``[B, D]`` features of the attribute classifier."""
-    @torch.no_grad()
-    def f(x):
-        return model.features(x).double()
-    return f
-
-
 def inception_features(weights: str) -> tuple[Optional[Callable], Optional[str]]:
     """``(feature function, None)`` or ``(None, reason)``: 2048-d pool features of
     torchvision's inception_v3 loaded from ``weights``."""
