@@ -270,21 +270,6 @@ def test_cpu_compile_matches_eager():
         torch.testing.assert_close(x, y)
 
 
-@needs_cpu
-def test_cpu_op_rejects_bad_direct_calls():
-    ns = torch.ops.camfast
-    f = torch.randn(2, 3, 4, 4)
-    with pytest.raises(ValueError, match="normalize"):
-        ns.cam_mask([f], [f], "l2", 1e-6)
-    with pytest.raises(ValueError, match="grads"):
-        ns.cam_mask([f], [f[:, :2]], "minmax", 1e-6)
-    r = torch.randn(2, 3, 8, 8)
-    with pytest.raises(TypeError, match="mask must be .* for images of dtype"):
-        ns.masked_l1(r, r, torch.rand(2, 4, 4, dtype=torch.float64), "mean")
-    with pytest.raises(ValueError, match="reduction"):
-        ns.masked_l1(r, r, torch.rand(2, 4, 4), "avg")
-
-
 @pytest.mark.parametrize("backend,device", BACKENDS)
 def test_partial_requires_grad(backend, device):
     """G's step: grads made without create_graph, only feats and fake need gradients."""
