@@ -235,6 +235,7 @@ def build_info() -> dict:
         "cuda_archs": archs,
         "cuda_sass": [f"sm_{a}" for a in sass],
         "cuda_ptx": [f"compute_{a}" for a in ptx],
+        "cpu_simd": INFO.get("cpu_simd"),   # the CPU kernels' row loops: "avx2" or "baseline"
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
     }

@@ -7,6 +7,7 @@
 #include <torch/library.h>
 
 #include "common.h"
+#include "cpu/reduce.h"
 
 #include <string>
 
@@ -37,7 +38,7 @@ std::string build_info() {
   const char* cuda = "0";
 #endif
   return std::string("version=") + CAMFAST_VERSION + ";source_hash=" + CAMFAST_SOURCE_HASH +
-         ";cuda=" + cuda + ";cuda_archs=" + CAMFAST_CUDA_ARCHS;
+         ";cuda=" + cuda + ";cuda_archs=" + CAMFAST_CUDA_ARCHS + ";cpu_simd=" + (camfast::use_avx2() ? "avx2" : "baseline");
 }
 
 void set_poison(bool enabled) { camfast::set_poison(enabled); }

@@ -30,31 +30,117 @@ ImgShape check_inputs(const char* op, const at::Tensor& real, const at::Tensor& 
   return {s.B, s.K, s.H, s.W, s.h, s.w};
 }
 
-// One image row of the backward: the requested image gradients and, for the mask
-// gradient, the running sum of |fake - real| over channels. Branch-free so it vectorises.
-template <bool kFake, bool kReal, bool kMask, typename scalar_t, typename acc_t>
-void grad_row_impl(const scalar_t* __restrict r, const scalar_t* __restrict f, const acc_t* __restrict keep,
-                   scalar_t* __restrict df, scalar_t* __restrict dr, acc_t* __restrict absdiff, int64_t W) {
-  for (int64_t x = 0; x < W; ++x) {
-    const acc_t d = static_cast<acc_t>(f[x]) - static_cast<acc_t>(r[x]);
-    // sign(d) as a difference of comparisons (sign(0) = 0): no branch on random data.
-    const acc_t v = keep[x] * (static_cast<acc_t>(d > acc_t(0)) - static_cast<acc_t>(d < acc_t(0)));
-    if constexpr (kFake) df[x] = static_cast<scalar_t>(v);
-    if constexpr (kReal) dr[x] = static_cast<scalar_t>(-v);
-    if constexpr (kMask) absdiff[x] += std::abs(d);
+// The forward's rows [i0, i1), i = b * H + y: each row's sum of (1 - M) |real - fake| over
+// channels and x, into rows[i].
+template <typename scalar_t, typename acc_t>
+CAMFAST_INLINE void l1_rows(const ImgShape& s, const scalar_t* r, const scalar_t* f, const acc_t* u,
+                            const Taps<acc_t>& ty, const Taps<acc_t>& tx, acc_t* rows, int64_t i0, int64_t i1) {
+  std::vector<acc_t> keep(s.W), diff(s.W), vrow(s.w);
+  const int64_t HW = s.H * s.W;
+  for (int64_t i = i0; i < i1; ++i) {
+    const int64_t b = i / s.H, y = i % s.H;
+    mask_row(u + b * s.h * s.w, s.w, ty, y, tx, keep.data(), s.W, vrow.data());
+    std::fill(diff.begin(), diff.end(), acc_t(0));
+    for (int64_t k = 0; k < s.K; ++k) {
+      const int64_t off = (b * s.K + k) * HW + y * s.W;
+      for (int64_t x = 0; x < s.W; ++x)
+        diff[x] += std::abs(static_cast<acc_t>(r[off + x]) - static_cast<acc_t>(f[off + x]));
+    }
+    for (int64_t x = 0; x < s.W; ++x) keep[x] = acc_t(1) - keep[x];
+    rows[i] = lane_dot(keep.data(), diff.data(), s.W);
   }
 }
 
 template <typename scalar_t, typename acc_t>
-using GradRow = void (*)(const scalar_t*, const scalar_t*, const acc_t*, scalar_t*, scalar_t*, acc_t*, int64_t);
+struct GradArgs {
+  ImgShape s;
+  const scalar_t *r, *f;
+  const acc_t* u;
+  const Taps<acc_t>&ty, &tx;
+  const acc_t* g;  // grad_out: one value, or B for 'none'
+  Reduction red;
+  scalar_t *dr, *df;  // null where not requested
+  acc_t* q;           // [B, H, w] adjoint of the horizontal interpolation; null without d/dmask
+};
+
+// The backward's rows [i0, i1): the requested image gradients and, for the mask gradient, Q of
+// each row. The flags are template arguments so that each combination is its own branch-free loop.
+template <bool kFake, bool kReal, bool kMask, typename scalar_t, typename acc_t>
+CAMFAST_INLINE void l1_grad_rows(const GradArgs<scalar_t, acc_t>& a, int64_t i0, int64_t i1) {
+  const ImgShape& s = a.s;
+  std::vector<acc_t> keep(s.W), absdiff(s.W), vrow(s.w);
+  const int64_t HW = s.H * s.W;
+  const acc_t per_sample = static_cast<acc_t>(s.K * HW);
+  for (int64_t i = i0; i < i1; ++i) {
+    const int64_t b = i / s.H, y = i % s.H;
+    const acc_t ge = a.red == Reduction::Mean  ? a.g[0] / (per_sample * static_cast<acc_t>(s.B))
+                     : a.red == Reduction::Sum ? a.g[0]
+                                               : a.g[b] / per_sample;
+    mask_row(a.u + b * s.h * s.w, s.w, a.ty, y, a.tx, keep.data(), s.W, vrow.data());
+    for (int64_t x = 0; x < s.W; ++x) keep[x] = (acc_t(1) - keep[x]) * ge;
+    if constexpr (kMask) std::fill(absdiff.begin(), absdiff.end(), acc_t(0));
+    for (int64_t k = 0; k < s.K; ++k) {
+      const int64_t off = (b * s.K + k) * HW + y * s.W;
+      const scalar_t* __restrict r = a.r + off;
+      const scalar_t* __restrict f = a.f + off;
+      scalar_t* __restrict df = kFake ? a.df + off : nullptr;
+      scalar_t* __restrict dr = kReal ? a.dr + off : nullptr;
+      const acc_t* __restrict kp = keep.data();
+      acc_t* __restrict ad = absdiff.data();
+      for (int64_t x = 0; x < s.W; ++x) {
+        const acc_t d = static_cast<acc_t>(f[x]) - static_cast<acc_t>(r[x]);
+        // sign(d) as a difference of comparisons (sign(0) = 0): no branch on random data.
+        const acc_t v = kp[x] * (static_cast<acc_t>(d > acc_t(0)) - static_cast<acc_t>(d < acc_t(0)));
+        if constexpr (kFake) df[x] = static_cast<scalar_t>(v);
+        if constexpr (kReal) dr[x] = static_cast<scalar_t>(-v);
+        if constexpr (kMask) ad[x] += std::abs(d);
+      }
+    }
+    if constexpr (kMask) {
+      for (int64_t x = 0; x < s.W; ++x) absdiff[x] *= -ge;  // now dM of this row
+      fold_row(absdiff.data(), a.tx, a.q + i * s.w);
+    }
+  }
+}
+
+// The two compiled copies of each row loop (csrc/cpu/reduce.h).
+template <typename scalar_t, typename acc_t>
+void l1_rows_base(const ImgShape& s, const scalar_t* r, const scalar_t* f, const acc_t* u, const Taps<acc_t>& ty,
+                  const Taps<acc_t>& tx, acc_t* rows, int64_t i0, int64_t i1) {
+  l1_rows(s, r, f, u, ty, tx, rows, i0, i1);
+}
+template <typename scalar_t, typename acc_t>
+CAMFAST_AVX2 void l1_rows_avx2(const ImgShape& s, const scalar_t* r, const scalar_t* f, const acc_t* u,
+                               const Taps<acc_t>& ty, const Taps<acc_t>& tx, acc_t* rows, int64_t i0, int64_t i1) {
+  l1_rows(s, r, f, u, ty, tx, rows, i0, i1);
+}
+template <bool kFake, bool kReal, bool kMask, typename scalar_t, typename acc_t>
+void l1_grad_rows_base(const GradArgs<scalar_t, acc_t>& a, int64_t i0, int64_t i1) {
+  l1_grad_rows<kFake, kReal, kMask>(a, i0, i1);
+}
+template <bool kFake, bool kReal, bool kMask, typename scalar_t, typename acc_t>
+CAMFAST_AVX2 void l1_grad_rows_avx2(const GradArgs<scalar_t, acc_t>& a, int64_t i0, int64_t i1) {
+  l1_grad_rows<kFake, kReal, kMask>(a, i0, i1);
+}
 
 template <typename scalar_t, typename acc_t>
-GradRow<scalar_t, acc_t> pick_grad_row(bool fake, bool real, bool mask) {
-  const GradRow<scalar_t, acc_t> table[8] = {
-      grad_row_impl<false, false, false, scalar_t, acc_t>, grad_row_impl<false, false, true, scalar_t, acc_t>,
-      grad_row_impl<false, true, false, scalar_t, acc_t>,  grad_row_impl<false, true, true, scalar_t, acc_t>,
-      grad_row_impl<true, false, false, scalar_t, acc_t>,  grad_row_impl<true, false, true, scalar_t, acc_t>,
-      grad_row_impl<true, true, false, scalar_t, acc_t>,   grad_row_impl<true, true, true, scalar_t, acc_t>};
+using GradRows = void (*)(const GradArgs<scalar_t, acc_t>&, int64_t, int64_t);
+
+template <bool kFake, bool kReal, bool kMask, typename scalar_t, typename acc_t>
+GradRows<scalar_t, acc_t> grad_rows_for_isa() {
+  return use_avx2() ? l1_grad_rows_avx2<kFake, kReal, kMask, scalar_t, acc_t>
+                    : l1_grad_rows_base<kFake, kReal, kMask, scalar_t, acc_t>;
+}
+
+template <typename scalar_t, typename acc_t>
+GradRows<scalar_t, acc_t> pick_grad_rows(bool fake, bool real, bool mask) {
+  using S = scalar_t;
+  using A = acc_t;
+  const GradRows<S, A> table[8] = {
+      grad_rows_for_isa<false, false, false, S, A>(), grad_rows_for_isa<false, false, true, S, A>(),
+      grad_rows_for_isa<false, true, false, S, A>(),  grad_rows_for_isa<false, true, true, S, A>(),
+      grad_rows_for_isa<true, false, false, S, A>(),  grad_rows_for_isa<true, false, true, S, A>(),
+      grad_rows_for_isa<true, true, false, S, A>(),   grad_rows_for_isa<true, true, true, S, A>()};
   return table[(fake ? 4 : 0) + (real ? 2 : 0) + (mask ? 1 : 0)];
 }
 
@@ -76,24 +162,12 @@ at::Tensor masked_l1_cpu(const at::Tensor& real_in, const at::Tensor& fake_in, c
     const scalar_t* f = fake.const_data_ptr<scalar_t>();
     const acc_t* u = mask.const_data_ptr<acc_t>();
     acc_t* rows_ptr = rows.mutable_data_ptr<acc_t>();
-    const int64_t HW = s.H * s.W;
-    at::parallel_for(0, s.B * s.H, grain_for(2 * s.K * s.W), [&](int64_t i0, int64_t i1) {
-      std::vector<acc_t> keep(s.W), diff(s.W), vrow(s.w);
-      for (int64_t i = i0; i < i1; ++i) {
-        const int64_t b = i / s.H, y = i % s.H;
-        mask_row(u + b * s.h * s.w, s.w, ty, y, tx, keep.data(), s.W, vrow.data());
-        std::fill(diff.begin(), diff.end(), acc_t(0));
-        for (int64_t k = 0; k < s.K; ++k) {
-          const int64_t off = (b * s.K + k) * HW + y * s.W;
-          for (int64_t x = 0; x < s.W; ++x)
-            diff[x] += std::abs(static_cast<acc_t>(r[off + x]) - static_cast<acc_t>(f[off + x]));
-        }
-        for (int64_t x = 0; x < s.W; ++x) keep[x] = acc_t(1) - keep[x];
-        rows_ptr[i] = lane_dot(keep.data(), diff.data(), s.W);
-      }
-    });
+    const auto rows_fn = use_avx2() ? l1_rows_avx2<scalar_t, acc_t> : l1_rows_base<scalar_t, acc_t>;
+    at::parallel_for(0, s.B * s.H, grain_for(2 * s.K * s.W),
+                     [&](int64_t i0, int64_t i1) { rows_fn(s, r, f, u, ty, tx, rows_ptr, i0, i1); });
     // Fixed-order reduction of the row partials.
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    const int64_t HW = s.H * s.W;
     const acc_t per_sample = static_cast<acc_t>(s.K * HW);
     acc_t all = 0;
     for (int64_t b = 0; b < s.B; ++b) {
@@ -143,34 +217,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_l1_backward_cpu(
     scalar_t* dr = need_real ? dreal.mutable_data_ptr<scalar_t>() : nullptr;
     scalar_t* df = need_fake ? dfake.mutable_data_ptr<scalar_t>() : nullptr;
     acc_t* qp = need_mask ? q.mutable_data_ptr<acc_t>() : nullptr;
-    const int64_t HW = s.H * s.W;
-    const acc_t per_sample = static_cast<acc_t>(s.K * HW);
-    // The flags are fixed per call: pick the loop specialised for them once.
-    const auto grad_row = pick_grad_row<scalar_t, acc_t>(need_fake, need_real, need_mask);
-
-    at::parallel_for(0, s.B * s.H, grain_for(2 * s.K * s.W), [&](int64_t i0, int64_t i1) {
-      std::vector<acc_t> keep(s.W), absdiff(s.W), vrow(s.w);
-      for (int64_t i = i0; i < i1; ++i) {
-        const int64_t b = i / s.H, y = i % s.H;
-        const acc_t ge = red == Reduction::Mean  ? gp[0] / (per_sample * static_cast<acc_t>(s.B))
-                         : red == Reduction::Sum ? gp[0]
-                                                 : gp[b] / per_sample;
-        mask_row(u + b * s.h * s.w, s.w, ty, y, tx, keep.data(), s.W, vrow.data());
-        for (int64_t x = 0; x < s.W; ++x) keep[x] = (acc_t(1) - keep[x]) * ge;
-        std::fill(absdiff.begin(), absdiff.end(), acc_t(0));
-        for (int64_t k = 0; k < s.K; ++k) {
-          const int64_t off = (b * s.K + k) * HW + y * s.W;
-          grad_row(r + off, f + off, keep.data(), df ? df + off : nullptr, dr ? dr + off : nullptr,
-                   absdiff.data(), s.W);
-        }
-        if (need_mask) {
-          acc_t* qrow = qp + i * s.w;
-          for (int64_t x = 0; x < s.W; ++x) absdiff[x] *= -ge;  // now dM of this row
-          fold_taps(absdiff.data(), tx.i0.data(), tx.l0.data(), s.W, qrow);
-          fold_taps(absdiff.data(), tx.i1.data(), tx.l1.data(), s.W, qrow);
-        }
-      }
-    });
+    const GradArgs<scalar_t, acc_t> args{s, r, f, u, ty, tx, gp, red, dr, df, qp};
+    const auto grad_rows = pick_grad_rows<scalar_t, acc_t>(need_fake, need_real, need_mask);
+    at::parallel_for(0, s.B * s.H, grain_for(2 * s.K * s.W),
+                     [&](int64_t i0, int64_t i1) { grad_rows(args, i0, i1); });
 
     if (need_mask) {
       // Vertical adjoint, in row order for every (b, i): deterministic.

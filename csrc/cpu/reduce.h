@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <string_view>
 
 namespace camfast {
 
@@ -16,10 +18,38 @@ inline int64_t grain_for(int64_t work) {
   return std::max<int64_t>(1, kElementsPerChunk / std::max<int64_t>(1, work));
 }
 
+// The row loops of the CPU kernels are compiled twice: for x86-64's baseline (SSE2, which
+// torch's build flags target: 4 floats per instruction) and for AVX2 (8), and use_avx2() picks
+// one per process. The AVX2 copy is built without FMA and the sums keep their fixed lanes, so
+// both copies give the same bits (tests/test_cpu_simd.py). CAMFAST_CPU_ISA=baseline forces the
+// baseline copy.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define CAMFAST_HAS_AVX2_COPY 1
+#define CAMFAST_AVX2 __attribute__((target("avx2")))
+// The loop bodies are inlined into each copy, so that they are compiled for its instruction set.
+#define CAMFAST_INLINE inline __attribute__((always_inline))
+#else
+#define CAMFAST_HAS_AVX2_COPY 0
+#define CAMFAST_AVX2
+#define CAMFAST_INLINE inline
+#endif
+
+inline bool use_avx2() {
+#if CAMFAST_HAS_AVX2_COPY
+  static const bool yes = [] {
+    const char* isa = std::getenv("CAMFAST_CPU_ISA");
+    return !(isa && std::string_view(isa) == "baseline") && __builtin_cpu_supports("avx2");
+  }();
+  return yes;
+#else
+  return false;
+#endif
+}
+
 constexpr int kLanes = 8;
 
 template <typename acc_t, typename T>
-inline acc_t lane_sum(const T* x, int64_t n) {
+CAMFAST_INLINE acc_t lane_sum(const T* x, int64_t n) {
   acc_t s[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes)
@@ -31,7 +61,7 @@ inline acc_t lane_sum(const T* x, int64_t n) {
 }
 
 template <typename acc_t, typename T>
-inline acc_t lane_dot(const acc_t* a, const T* x, int64_t n) {
+CAMFAST_INLINE acc_t lane_dot(const acc_t* a, const T* x, int64_t n) {
   acc_t s[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes)
