@@ -45,12 +45,15 @@ def check_against_reference(backend, device, shape, S, normalize, reduction, dty
         loss, gs = run(backend, *inputs, normalize, reduction)
     want_loss, want_gs = run("reference", *inputs, normalize, reduction)
     assert loss.dtype == want_loss.dtype == dtype and loss.shape == want_loss.shape
-    compare(loss, want_loss, dtype, "loss")
+    # A backend and the reference each round fp32 sums to fp16/bf16 once: an ulp apart at most.
+    # The table allows two; on a GPU, where that is not checked here, they keep what they had.
+    low = {} if device == "cpu" else dict(float16=(2e-2, 2e-3), bfloat16=(5e-2, 1e-2))
+    compare(loss, want_loss, "loss", **low)
     names = ["real", "fake"] + [f"feats[{s}]" for s in range(S)] + [f"grads[{s}]" for s in range(S)]
     for name, a, b in zip(names, gs, want_gs):
         assert a.dtype == b.dtype and a.shape == b.shape, name
         assert torch.isfinite(a).all(), f"{name}: non-finite gradient"
-        compare(a, b, dtype, f"d/d{name}")
+        compare(a, b, f"d/d{name}", **low)
 
 
 def full_grid(backend, device):
@@ -105,7 +108,7 @@ def test_ties_at_max_and_min(backend, device, normalize):
         got = run(backend, real, fake, feats, grads, normalize, "mean")
     want = run("reference", real, fake, feats, grads, normalize, "mean")
     for a, b in zip((got[0],) + got[1], (want[0],) + want[1]):
-        compare(a, b, dtype, "ties")
+        compare(a, b, "ties")
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
@@ -118,8 +121,8 @@ def test_identical_sources_split_the_union_gradient(backend, device):
         loss, gs = run(backend, real, fake, [feats[0], f2], [grads[0], g2], "minmax", "sum")
     want_loss, want_gs = run("reference", real, fake, [feats[0], f2], [grads[0], g2], "minmax", "sum")
     for a, b in zip(gs, want_gs):
-        compare(a, b, dtype, "union ties")
-    compare(gs[2], gs[3], dtype, "both sources get the same share")
+        compare(a, b, "union ties")
+    compare(gs[2], gs[3], "both sources get the same share")
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
@@ -133,10 +136,10 @@ def test_all_zero_cam(backend, device, S):
     with poisoned(backend):
         loss, gs = run(backend, real, fake, feats, grads, "minmax", "mean")
     want_loss, want_gs = run("reference", real, fake, feats, grads, "minmax", "mean")
-    compare(loss, want_loss, dtype, "loss")
+    compare(loss, want_loss, "loss")
     for a, b in zip(gs, want_gs):
         assert torch.isfinite(a).all()
-        compare(a, b, dtype, "zero cam grads")
+        compare(a, b, "zero cam grads")
     if S == 1:
         torch.testing.assert_close(loss.detach(), (real - fake).abs().mean().detach())
         assert torch.count_nonzero(gs[2]) == 0 and torch.count_nonzero(gs[3]) == 0
@@ -157,7 +160,7 @@ def test_constant_cam(backend, device):
         got = run(backend, real, fake, feats, grads, normalize, "mean")
         want = run("reference", real, fake, feats, grads, normalize, "mean")
         for a, b in zip((got[0],) + got[1], (want[0],) + want[1]):
-            compare(a, b, dtype, "constant cam", floor=1e6 if normalize == "minmax" else 1.0)
+            compare(a, b, "constant cam", scale=1e6 if normalize == "minmax" else 1.0)
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
@@ -167,25 +170,24 @@ def test_mask_matches_reference(backend, device):
     with poisoned(backend):
         m = camfast.grad_cam_mask(feats, grads, (11, 7), backend=backend)
     want = reference.grad_cam_mask(feats, grads, (11, 7))
-    compare(m, want, dtype, "mask")
+    compare(m, want, "mask")
     gm = torch.randn_like(m)
     a = torch.autograd.grad(m, [*feats, *grads], gm)
     b = torch.autograd.grad(want, [*feats, *grads], gm)
     for x, y in zip(a, b):
-        compare(x, y, dtype, "mask grads")
+        compare(x, y, "mask grads")
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
 def test_non_contiguous_inputs(backend, device):
-    dtype = torch.float32
-    real, fake, feats, grads = make_inputs((2, 3, 9, 8, 3, 4, 4), 1, dtype, device)
+    real, fake, feats, grads = make_inputs((2, 3, 9, 8, 3, 4, 4), 1, torch.float32, device)
     rt = real.detach().transpose(2, 3).contiguous().transpose(2, 3).requires_grad_(True)
     ft = feats[0].detach().transpose(2, 3).contiguous().transpose(2, 3).requires_grad_(True)
     assert not rt.is_contiguous() and not ft.is_contiguous()
     got = run(backend, rt, fake, [ft], grads, "minmax", "mean")
     want = run("reference", real, fake, feats, grads, "minmax", "mean")
     for a, b in zip((got[0],) + got[1], (want[0],) + want[1]):
-        compare(a, b, dtype, "non-contiguous")
+        compare(a, b, "non-contiguous")
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
@@ -283,7 +285,7 @@ def test_partial_requires_grad(backend, device):
     ref_f = [f.detach().clone().requires_grad_(True) for f in feats]
     ref_fake = fake.detach().clone().requires_grad_(True)
     camfast.cam_consistency_loss(real, ref_fake, ref_f, grads, backend="reference").backward()
-    compare(loss, want, torch.float32, "loss")
-    compare(fake.grad, ref_fake.grad, torch.float32, "d/dfake")
+    compare(loss, want, "loss")
+    compare(fake.grad, ref_fake.grad, "d/dfake")
     for a, b in zip(feats, ref_f):
-        compare(a.grad, b.grad, torch.float32, "d/dfeats")
+        compare(a.grad, b.grad, "d/dfeats")
