@@ -1,0 +1,27 @@
+"""camfast-bench's own arithmetic and its host-overhead mode, on tiny settings (speed is never
+asserted: benchmarks/RESULTS.md)."""
+import argparse
+
+import torch
+
+from camfast.benchmark import loss as bench
+
+
+def test_bytes_floor_matches_the_documented_formula():
+    cfg = bench.Config(2, (3, 8, 8), (5, 4, 4), 2, "fp32")
+    img, feat = 2 * 3 * 8 * 8, 2 * 2 * 5 * 4 * 4
+    assert bench.bytes_moved(cfg, "full") == 4 * (5 * img + 6 * feat)   # default wrt: fake, feats, grads
+    assert bench.bytes_moved(cfg, "forward") == 4 * (2 * img + 2 * feat)
+    assert bench.bytes_moved(cfg, "backward", wrt=("fake",)) == 4 * (3 * img + 2 * feat)
+
+
+def test_host_mode_times_every_provider_in_every_mode(monkeypatch):
+    monkeypatch.setattr(bench, "HOST_ROUNDS", 4)
+    provs = ["eager"] + (["cpu"] if "cpu" in bench.available_providers(torch.device("cpu")) else [])
+    rows = bench.run_host(argparse.Namespace(wrt=list(bench.DEFAULT_WRT)), torch.device("cpu"), provs)
+    assert [r["provider"] for r in rows] == provs
+    for r in rows:
+        assert r["forward_p20_us"] <= r["forward_us"] <= r["forward_p80_us"]
+        assert r["full_us"] > 0 and r["cuda_graph"] == "-"
+    assert rows[0]["full_vs_eager"] == 1.0
+    assert "| eager |" in bench.host_markdown(rows)
