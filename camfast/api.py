@@ -17,7 +17,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from . import _extension, reference
+from . import _extension, reference, registration
 
 BACKENDS = ("auto", "reference", "cpu", "cuda", "triton")
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -345,21 +345,34 @@ def _lowres(fl, gl, normalize, eps, backend) -> torch.Tensor:
     return mask_op(_contig(fl), _contig(gl), normalize, eps)
 
 
+@functools.lru_cache(maxsize=None)
+def _family_loss_op(backend: str):
+    """The family's combined loss op (one op per direction), or None: then its stage ops are chained."""
+    _ops(backend)  # defines the family's ops
+    prefix = f"{backend}_"
+    return getattr(torch.ops.camfast, f"{prefix}cam_consistency") if registration.has_loss_ops(prefix) else None
+
+
 def _fused_loss(backend, real, fake, fl, gl, normalize, eps, reduction) -> torch.Tensor:
     if backend in ("cpu", "cuda"):  # both stages, their casts and autograd in one C++ op
         return torch.ops.camfast.cam_consistency(real, fake, fl, gl, normalize, eps, reduction)[0]
+    loss_op = _family_loss_op(backend)
+    if loss_op is not None:
+        return loss_op(real.contiguous(), fake.contiguous(), _contig(fl), _contig(gl), normalize, eps, reduction)[0]
     u = _lowres(fl, gl, normalize, eps, backend).to(reference.accumulate_dtype(real.dtype))
     _, l1_op = _ops(backend)
     return l1_op(real.contiguous(), fake.contiguous(), u, reduction)
 
 
 def _fast_loss(real, fake, feats, grads, normalize, eps, reduction, backend):
-    """The loss through the compiled C++/CUDA op with no Python validation, or None where that
-    does not apply (another backend, or an eps the op would take but the API rejects).
+    """The loss through a family's combined op with no validation in this module, or None where
+    that does not apply (the reference, a family without one, or an eps the op would take but the
+    API rejects).
 
-    The op checks everything the API promises (csrc/cam_consistency.cpp), so valid input pays
-    for one backend choice and one dispatcher call. It raises on invalid input, and the caller
-    then validates in Python to give the API's own message."""
+    The op checks everything the API promises (csrc/cam_consistency.cpp; for Triton
+    kernels.check_loss_args), so valid input pays for one backend choice and one op call. It
+    raises on invalid input, and the caller then validates in Python to give the API's own
+    message."""
     if type(eps) is not float and type(eps) is not int:  # noqa: E721  (bool is not accepted)
         return None
     fl = [feats] if isinstance(feats, torch.Tensor) else list(feats)
@@ -367,9 +380,10 @@ def _fast_loss(real, fake, feats, grads, normalize, eps, reduction, backend):
     f0 = fl[0]
     dtype = real.dtype
     name = _resolve_backend(backend, real.device, dtype if dtype == torch.float64 else f0.dtype, (f0.dtype, dtype))
-    if name != "cpu" and name != "cuda":
-        return None
-    return _loss_op()(real, fake, fl, gl, normalize, eps, reduction)[0]
+    if name == "cpu" or name == "cuda":
+        return _loss_op()(real, fake, fl, gl, normalize, eps, reduction)[0]
+    loss_op = None if name == "reference" else _family_loss_op(name)
+    return None if loss_op is None else loss_op(real, fake, fl, gl, normalize, eps, reduction)[0]
 
 
 @functools.lru_cache(maxsize=None)

@@ -2,10 +2,11 @@
 
 The C++ extension defines ``camfast::{cam_mask, masked_l1}`` and their backwards, and the
 public loss in one op per direction, ``camfast::cam_consistency`` (schemas in csrc/schemas.cpp,
-kernels per device, autograd in C++: csrc/autograd.cpp). The Triton backend defines the four
-stage ops under the prefix ``triton_`` (camfast/triton_ops.py). ``register_family`` gives any
-such family its fake kernels, and its autograd where the family has none of its own, so all
-backends behave the same under autograd and torch.compile.
+kernels per device, autograd in C++: csrc/autograd.cpp). The Triton backend defines the same six
+ops under the prefix ``triton_`` (camfast/triton_ops.py). ``register_family`` gives any such
+family its fake kernels, and its autograd where the family has none of its own, so all
+backends behave the same under autograd and torch.compile. A family may leave out the combined
+pair: the API then chains its stage ops.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 from .reference import accumulate_dtype as acc_dtype
 
 OPS = ("cam_mask", "cam_mask_backward", "masked_l1", "masked_l1_backward")
-#: The combined loss, defined by the C++ extension only.
+#: The combined loss: one op per direction.
 LOSS_OPS = ("cam_consistency", "cam_consistency_backward")
 
 
@@ -85,9 +86,15 @@ def once_differentiable(outputs, inputs, op: str, backend: str):
     return [next(it) if t is not None else None for t in outputs]
 
 
+def has_loss_ops(prefix: str) -> bool:
+    """Whether the family defines the combined loss ops ``camfast::{prefix}cam_consistency``."""
+    return hasattr(torch.ops.camfast, f"{prefix}cam_consistency")
+
+
 def register_family(prefix: str = "") -> None:
-    """Register fakes for ``camfast::{prefix}cam_mask`` and friends; for the C++ family (no prefix)
-    also for the combined loss, and for the others (Triton) autograd, which the C++ family has in C++."""
+    """Register fakes for ``camfast::{prefix}cam_mask`` and friends and, where the family defines
+    it, the combined loss; for the families other than C++ (Triton) also autograd, which the C++
+    family has in C++."""
     ns = torch.ops.camfast
     backend = prefix.rstrip("_")
     names = {op: f"camfast::{prefix}{op}" for op in OPS}
@@ -98,9 +105,12 @@ def register_family(prefix: str = "") -> None:
     torch.library.register_fake(names["cam_mask_backward"])(fake_cam_mask_backward)
     torch.library.register_fake(names["masked_l1"])(fake_masked_l1)
     torch.library.register_fake(names["masked_l1_backward"])(fake_masked_l1_backward)
+    if has_loss_ops(prefix):
+        torch.library.register_fake(f"camfast::{prefix}cam_consistency")(fake_cam_consistency)
+        torch.library.register_fake(f"camfast::{prefix}cam_consistency_backward")(fake_cam_consistency_backward)
+        if prefix != "":
+            _register_loss_autograd(prefix, backend)
     if prefix == "":
-        torch.library.register_fake("camfast::cam_consistency")(fake_cam_consistency)
-        torch.library.register_fake("camfast::cam_consistency_backward")(fake_cam_consistency_backward)
         return
 
     def mask_setup(ctx, inputs, output):
@@ -149,3 +159,44 @@ def register_family(prefix: str = "") -> None:
         return (dr if need_r else None), (df if need_f else None), (dm if need_m else None), None
 
     torch.library.register_autograd(names["masked_l1"], l1_backward, setup_context=l1_setup)
+
+
+def _register_loss_autograd(prefix: str, backend: str) -> None:
+    """Autograd of a Python family's combined loss: what csrc/autograd.cpp does for the C++ one."""
+    loss_bwd = getattr(torch.ops.camfast, f"{prefix}cam_consistency_backward")
+    name = f"camfast::{prefix}cam_consistency"
+
+    def setup(ctx, inputs, output):
+        real, fake, feats, grads, normalize, eps, reduction = inputs
+        ctx.n, ctx.opts = len(feats), (normalize, eps, reduction)
+        # From requires_grad: Python autograd cannot ask the engine which inputs this backward
+        # serves (the C++ family can), so d/dfeats and d/dgrads are computed whenever they require
+        # grad; G's step in camfast-train detaches them.
+        ctx.need = (real.requires_grad, fake.requires_grad, _any_requires_grad(feats), _any_requires_grad(grads))
+        ctx.save_for_backward(real, fake, output[1], *feats, *grads)
+        ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)  # the mask's gradient is never used: no zeros for it
+
+    def backward(ctx, grad_out, _grad_mask):
+        none = [None] * ctx.n
+        if grad_out is None:
+            return None, None, none, none, None, None, None
+        saved = ctx.saved_tensors
+        real, fake, mask = saved[:3]
+        feats, grads = list(saved[3:3 + ctx.n]), list(saved[3 + ctx.n:])
+        need_r, need_f, need_fs, need_gs = ctx.need
+        args = (grad_out.contiguous(), real, fake, feats, grads, mask, *ctx.opts, *ctx.need)
+        if torch.is_grad_enabled() and _any_requires_grad((grad_out, *saved)):
+            with torch.no_grad():  # create_graph=True: differentiable results would be wrong
+                dr, df, dfs, dgs = loss_bwd(*args)
+            flat = [dr if need_r else None, df if need_f else None, *dfs, *dgs]
+            flat = once_differentiable(flat, (grad_out, *saved), name, backend)
+            dr, df, rest = flat[0], flat[1], flat[2:]
+            dfs, dgs = rest[: len(dfs)], rest[len(dfs):]
+        else:
+            dr, df, dfs, dgs = loss_bwd(*args)
+        # register_autograd wants a list per Tensor[] input, with None for an unrequested entry.
+        return ((dr if need_r else None), (df if need_f else None), (list(dfs) if need_fs else none),
+                (list(dgs) if need_gs else none), None, None, None)
+
+    torch.library.register_autograd(name, backward, setup_context=setup)

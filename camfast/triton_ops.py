@@ -1,7 +1,8 @@
 """The Triton backend as ``torch.ops.camfast.triton_*`` (kernels in ``camfast.kernels``).
 
 Defines ``camfast::triton_cam_mask``, ``triton_cam_mask_backward``, ``triton_masked_l1`` and
-``triton_masked_l1_backward`` with the schemas of docs/kernels.md, then lets
+``triton_masked_l1_backward`` with the schemas of docs/kernels.md, and the public loss as
+``triton_cam_consistency`` and its backward (one op per direction), then lets
 ``camfast.registration.register_family("triton_")`` add the fake kernels and autograd shared by every
 backend.
 
@@ -19,6 +20,7 @@ whether the ops were defined and ``WHY_NOT`` says why not.
 import torch
 
 from . import registration
+from .reference import accumulate_dtype
 
 AVAILABLE = False
 WHY_NOT = ""
@@ -63,6 +65,34 @@ if _k is not None:
                                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return _k.masked_l1_backward(grad_out, real, fake, mask, reduction,
                                      need_real, need_fake, need_mask)
+
+    # The public loss in one op per direction, as the C++ family has it: a Python custom op
+    # costs tens of microseconds of host time per call, so two per direction (plus a cast) would
+    # double the backend's host cost for nothing. Schemas as csrc/schemas.cpp's cam_consistency;
+    # like it, the forward checks all the public API promises, so the API's eager path calls it
+    # without checks of its own.
+
+    @torch.library.custom_op("camfast::triton_cam_consistency", mutates_args=())
+    def triton_cam_consistency(real: torch.Tensor, fake: torch.Tensor, feats: list[torch.Tensor],
+                               grads: list[torch.Tensor], normalize: str, eps: float, reduction: str
+                               ) -> tuple[torch.Tensor, torch.Tensor]:
+        _k.check_loss_args("camfast.cam_consistency [triton]", real, fake, feats, grads, normalize, eps, reduction)
+        mask = _k.cam_mask(feats, grads, normalize, eps).to(accumulate_dtype(real.dtype))
+        return _k.masked_l1(real, fake, mask, reduction), mask
+
+    @torch.library.custom_op("camfast::triton_cam_consistency_backward", mutates_args=())
+    def triton_cam_consistency_backward(grad_out: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
+                                        feats: list[torch.Tensor], grads: list[torch.Tensor], mask: torch.Tensor,
+                                        normalize: str, eps: float, reduction: str, need_real: bool,
+                                        need_fake: bool, need_feats: bool, need_grads: bool
+                                        ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        need_mask = need_feats or need_grads
+        dreal, dfake, dmask = _k.masked_l1_backward(grad_out, real, fake, mask, reduction,
+                                                    need_real, need_fake, need_mask)
+        if not need_mask:
+            return dreal, dfake, [], []
+        dfeats, dgrads = _k.cam_mask_backward(dmask, feats, grads, normalize, eps, need_feats, need_grads)
+        return dreal, dfake, list(dfeats), list(dgrads)
 
     registration.register_family("triton_")
     AVAILABLE = True

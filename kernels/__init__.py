@@ -23,6 +23,8 @@ the approximate ``div.full.f32`` (up to 2 ulp), unlike the interpreter.
 import contextlib
 import os
 
+import math
+
 import torch
 
 # Set before the submodules are imported: they bind these helpers at import time.
@@ -156,6 +158,30 @@ def check_l1_args(op: str, real, fake, mask):
         raise ValueError(f"{op}: mask must be on the device of real ({real.device}), got {mask.device}")
     check_tensor(op, "real", real)
     return (*real.shape, mask.shape[1], mask.shape[2])
+
+
+def check_loss_args(op: str, real, fake, feats, grads, normalize, eps, reduction) -> None:
+    """What the public loss promises on top of the stage ops' checks, as the C++ combined op
+    checks it (csrc/cam_consistency.cpp): one batch and one device, no empty tensor, eps > 0;
+    and its options, so that a bad one is reported under the combined op's name."""
+    if normalize not in ("minmax", "max"):
+        raise ValueError(f"{op}: normalize must be 'minmax' or 'max', got {normalize!r}")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    B = check_cam_args(op, feats, grads)[0]
+    if not isinstance(real, torch.Tensor) or real.dim() != 4:
+        raise ValueError(f"{op}: real must be [B, K, H, W], got {list(_shape(real))}")
+    if not isinstance(fake, torch.Tensor) or fake.shape != real.shape:
+        raise ValueError(f"{op}: fake must have the shape of real {list(real.shape)}, got {list(_shape(fake))}")
+    if real.shape[0] != B:
+        raise ValueError(f"{op}: feats must have the batch size of real ({real.shape[0]}), got {B}")
+    if feats[0].device != real.device:
+        raise ValueError(f"{op}: feats must be on the device of real ({real.device}), got {feats[0].device}")
+    for name, ts in (("real", [real]), ("fake", [fake]), ("feats", feats), ("grads", grads)):
+        if any(t.numel() == 0 for t in ts):
+            raise ValueError(f"{op}: {name} must be non-empty, got shapes {[list(t.shape) for t in ts]}")
+    if not (eps > 0 and math.isfinite(eps)):
+        raise ValueError(f"{op}: eps must be a finite number > 0, got {eps}")
 
 
 def check_grad_out(op: str, grad_out, numel: int, real: torch.Tensor) -> None:

@@ -232,10 +232,11 @@ def test_errors_have_one_form(backend, device):
         ("masked_l1_backward", "grad_out", ValueError,
          lambda: l1_bwd(torch.ones(3, device=device), real, fake, mask, "none", True, True, True)),
     ]
-    if backend != "triton":  # the combined op is C++ only
-        loss = torch.ops.camfast.cam_consistency
-        bad += [("cam_consistency", "eps", ValueError, lambda: loss(real, fake, feats, grads, "minmax", 0.0, "mean")),
-                ("cam_consistency", "normalize", ValueError, lambda: loss(real, fake, feats, grads, "l2", 1e-6, "mean"))]
+    loss = getattr(torch.ops.camfast, "triton_cam_consistency" if backend == "triton" else "cam_consistency")
+    bad += [("cam_consistency", "eps", ValueError, lambda: loss(real, fake, feats, grads, "minmax", 0.0, "mean")),
+            ("cam_consistency", "normalize", ValueError, lambda: loss(real, fake, feats, grads, "l2", 1e-6, "mean")),
+            ("cam_consistency", "reduction", ValueError, lambda: loss(real, fake, feats, grads, "max", 1e-6, "avg")),
+            ("cam_consistency", "feats", ValueError, lambda: loss(real[:1], fake[:1], feats, grads, "max", 1e-6, "sum"))]
     for op, arg, exc, call in bad:
         with pytest.raises(exc, match=rf"^camfast\.{op} \[{backend}\]: {arg} "):
             call()

@@ -446,10 +446,24 @@ def _opcheck_cases():
             (ops.triton_masked_l1_backward, (randn(()), real, fake, u, "sum", True, True, True)),
             (ops.triton_masked_l1_backward, (randn(2), real, fake, u, "none", False, True, False)),
         ],
+        "cam_consistency": [
+            (ops.triton_cam_consistency, (real, *rg([fake]), rg(feats), rg(grads), "minmax", EPS, "mean")),
+            (ops.triton_cam_consistency, (*rg([real, fake]), feats[:1], rg(grads[:1]), "max", EPS, "none")),
+        ],
+        "cam_consistency_backward": [
+            (ops.triton_cam_consistency_backward,
+             (randn(()), real, fake, feats, grads, u, "minmax", EPS, "sum", True, True, True, True)),
+            (ops.triton_cam_consistency_backward,
+             (randn(2), real, fake, feats[:1], grads[:1], u, "max", EPS, "none", False, True, False, False)),
+        ],
     }
 
 
-@pytest.mark.parametrize("name", ["cam_mask", "cam_mask_backward", "masked_l1", "masked_l1_backward"])
+OP_NAMES = ["cam_mask", "cam_mask_backward", "masked_l1", "masked_l1_backward", "cam_consistency",
+            "cam_consistency_backward"]
+
+
+@pytest.mark.parametrize("name", OP_NAMES)
 def test_opcheck(name):
     for op, args in _opcheck_cases()[name]:
         torch.library.opcheck(
@@ -459,7 +473,7 @@ def test_opcheck(name):
         )
 
 
-@pytest.mark.parametrize("name", ["cam_mask", "cam_mask_backward", "masked_l1", "masked_l1_backward"])
+@pytest.mark.parametrize("name", OP_NAMES)
 def test_schema_matches_cpp(name):
     """Same argument names and types as the C++ ops of csrc/schemas.cpp (when they are loaded)."""
     try:
@@ -488,3 +502,34 @@ def test_torch_compile_fullgraph():
     assert torch.equal(out_c, out_e)
     for x, y in zip(a, b):
         assert torch.equal(x.grad, y.grad)
+
+
+def _camfast_ops_run_by(fn) -> list:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return [e.name for e in prof.events() if e.name.startswith("camfast::") and e.cpu_parent is None]
+
+
+def test_public_loss_is_one_op_per_direction(monkeypatch):
+    """The API calls the combined op (host cost: one Python custom op per direction, not two and a
+    cast); its backward skips the mask's backward when feats and grads need no gradient (G's step)."""
+    import camfast
+    from camfast import kernels
+
+    f, g = sources(2, (3, 2), 4, 5)
+    real, fake = randn(2, 3, 7, 9), randn(2, 3, 7, 9).requires_grad_()
+
+    def loss(feats, grads):
+        return camfast.cam_consistency_loss(real, fake, feats, grads, backend="triton")
+
+    assert _camfast_ops_run_by(lambda: loss(f, g)) == ["camfast::triton_cam_consistency"]
+    ran = []
+    mask_bwd = kernels.cam_mask_backward
+    monkeypatch.setattr(kernels, "cam_mask_backward", lambda *a: ran.append("cam_mask_backward") or mask_bwd(*a))
+    (d_fake,) = torch.autograd.grad(loss(f, g), [fake])
+    assert ran == []
+    want = torch.autograd.grad(camfast.cam_consistency_loss(real, fake, f, g, backend="reference"), [fake])[0]
+    compare(d_fake, want, "d/dfake", float32=(1e-4, 1e-5))
+    grads = leaves(g)
+    torch.autograd.grad(loss(f, grads), [grads[1]])
+    assert ran == ["cam_mask_backward"]
