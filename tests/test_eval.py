@@ -223,6 +223,17 @@ def test_eval_writes_every_field(tiny, capsys):
     assert "| run | backbone" in capsys.readouterr().out
 
 
+def test_eval_of_one_image_leaves_out_fid_with_its_reason(tiny):
+    """One image has no covariance: FID is null with a reason, the rest is computed."""
+    out = str(tiny["base"] / "out1")
+    assert eval_main(["--run", tiny["run"], "--classifier", tiny["clf"], "--out", out, "--limit", "1",
+                      "--no-progress", "--n-samples", "1"]) == 0
+    with open(os.path.join(out, "eval.json")) as f:
+        r = json.load(f)
+    assert r["metrics"]["classifier_fid"] is None and "at least 2 images" in r["null_reasons"]["classifier_fid"]
+    assert isinstance(r["metrics"]["edit_accuracy"], float)
+
+
 def test_data_without_masks_gives_null_region_metrics(tiny):
     # The same images in CelebA's layout without masks/ and synthetic.json: a "real" data set.
     src = synthetic.ensure(n_images=N_IMAGES, image_size=64, seed=0, cache=tiny["cache"], progress=False)

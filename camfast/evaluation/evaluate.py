@@ -205,10 +205,17 @@ def evaluate(run: str, classifier=None, data: Optional[str] = None, split: str =
             per_attr[a_][key] = M.nanmean(v)
     metrics["recon_psnr"] = M.nanmean(torch.cat(rec_psnr))
     metrics["recon_ssim"] = M.nanmean(torch.cat(rec_ssim))
-    metrics["classifier_fid"] = None if clf is None else M.fid_from_features(torch.cat(feats["clf_real"]),
-                                                                              torch.cat(feats["clf_fake"]))
-    metrics["inception_fid"] = None if inception is None else M.fid_from_features(torch.cat(feats["inc_real"]),
-                                                                                   torch.cat(feats["inc_fake"]))
+    if n < 2:  # a covariance needs two samples
+        for key in ("classifier_fid", "inception_fid"):
+            reasons.setdefault(key, f"needs at least 2 images, got {n}")
+
+    def fid(net, key, tag):
+        if net is None or key in reasons:
+            return None
+        return M.fid_from_features(torch.cat(feats[f"{tag}_real"]), torch.cat(feats[f"{tag}_fake"]))
+
+    metrics["classifier_fid"] = fid(clf, "classifier_fid", "clf")
+    metrics["inception_fid"] = fid(inception, "inception_fid", "inc")
     report = {
         "run": os.path.abspath(run), "step": step, "backbone": cfg["backbone"],
         "lambda_cam_g": cfg["lambda_cam_g"], "lambda_cam_d": cfg["lambda_cam_d"],
