@@ -38,6 +38,7 @@ inline bool use_avx2() {
 #if CAMFAST_HAS_AVX2_COPY
   static const bool yes = [] {
     const char* isa = std::getenv("CAMFAST_CPU_ISA");
+    __builtin_cpu_init();  // idempotent; needed if this ever runs before the library's constructors
     return !(isa && std::string_view(isa) == "baseline") && __builtin_cpu_supports("avx2");
   }();
   return yes;
