@@ -9,7 +9,8 @@
 #      test_edge_cases.py;
 #   4. compute-sanitizer memcheck and racecheck on a subset of tests/test_cuda.py, when the
 #      toolkit has compute-sanitizer;
-#   5. `benchmarks/bench_loss.py --quick`;
+#   5. `benchmarks/bench_loss.py --quick --host` (the host-overhead table too: CUDA events, and
+#      whether forward + backward can be captured in a CUDA graph);
 #   6. a summary table (card, versions, archs, self-checks, pass/fail counts, sanitizer errors,
 #      timings) in $LOG/summary.txt.
 # Every step has a time limit drawn from one overall budget (CAMFAST_CHECK_BUDGET seconds,
@@ -199,7 +200,7 @@ run_sanitizer racecheck 60
 BENCH="not present"
 if [ -f benchmarks/bench_loss.py ]; then
   ts=$(date +%s)
-  timeout "$(left 60)" "$PY" benchmarks/bench_loss.py --quick >"$LOG/bench_loss.txt" 2>&1
+  timeout "$(left 90)" "$PY" benchmarks/bench_loss.py --quick --host >"$LOG/bench_loss.txt" 2>&1
   rc=$?
   BENCH="$([ "$rc" -eq 0 ] && echo ok || ([ "$rc" -eq 124 ] && echo TIMEOUT || echo "FAILED (rc $rc)")) in $(($(date +%s) - ts))s"
 fi
@@ -222,8 +223,8 @@ fi
   echo "compute-sanitizer (subset of tests/test_cuda.py):"
   for r in "${SAN_ROWS[@]}"; do echo "  $r"; done
   echo
-  echo "bench_loss --quick: $BENCH"
-  [ -f "$LOG/bench_loss.txt" ] && tail -40 "$LOG/bench_loss.txt"
+  echo "bench_loss --quick --host: $BENCH"
+  [ -f "$LOG/bench_loss.txt" ] && tail -60 "$LOG/bench_loss.txt"
   echo "total     : $(($(date +%s) - T0))s; logs in $LOG; overall $([ "$ALL_OK" -eq 1 ] && echo PASS || echo FAIL)"
 } | tee "$LOG/summary.txt"
 
