@@ -160,14 +160,23 @@ def check_l1_args(op: str, real, fake, mask):
     return (*real.shape, mask.shape[1], mask.shape[2])
 
 
+def is_minmax(op: str, normalize: str) -> bool:
+    if normalize not in ("minmax", "max"):
+        raise ValueError(f"{op}: normalize must be 'minmax' or 'max', got {normalize!r}")
+    return normalize == "minmax"
+
+
+def check_reduction(op: str, reduction: str) -> None:
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
 def check_loss_args(op: str, real, fake, feats, grads, normalize, eps, reduction) -> None:
     """What the public loss promises on top of the stage ops' checks, as the C++ combined op
     checks it (csrc/cam_consistency.cpp): one batch and one device, no empty tensor, eps > 0;
     and its options, so that a bad one is reported under the combined op's name."""
-    if normalize not in ("minmax", "max"):
-        raise ValueError(f"{op}: normalize must be 'minmax' or 'max', got {normalize!r}")
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    is_minmax(op, normalize)
+    check_reduction(op, reduction)
     B = check_cam_args(op, feats, grads)[0]
     if not isinstance(real, torch.Tensor) or real.dim() != 4:
         raise ValueError(f"{op}: real must be [B, K, H, W], got {list(_shape(real))}")

@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import check_cam_args, check_grad_mask, device_guard, new_output, next_pow2
+from . import check_cam_args, check_grad_mask, device_guard, is_minmax, new_output, next_pow2
 
 # Channels per program of the channel kernels (as the CUDA kernel's chunks) and the pixel tile
 # they stream with: a [BLOCK_C, BLOCK_P] fp32 tile is 32 registers per thread at 4 warps.
@@ -236,14 +236,6 @@ def _cam_input_grad_kernel(
 
 # ------------------------------------------------------------------------------ launchers
 
-def _minmax(op: str, normalize: str) -> bool:
-    if normalize == "minmax":
-        return True
-    if normalize == "max":
-        return False
-    raise ValueError(f"{op}: normalize must be 'minmax' or 'max', got {normalize!r}")
-
-
 def channel_blocks(C: int, P: int):
     """(BLOCK_C, BLOCK_P, number of channel blocks) of the channel kernels."""
     block_c = max(1, min(BLOCK_C, next_pow2(C)))
@@ -282,7 +274,7 @@ def cam_mask(feats, grads, normalize: str = "minmax", eps: float = 1e-6) -> torc
     """u = max_s normalise(relu(sum_c mean_p(grads_s) * feats_s)): fp32 [B, h, w]."""
     op = "camfast.cam_mask [triton]"
     pairs = _sources(op, feats, grads)
-    minmax = _minmax(op, normalize)
+    minmax = is_minmax(op, normalize)
     B, _, h, w = pairs[0][0].shape
     P, dev = h * w, pairs[0][0].device
     u = new_output((B, h, w), torch.float32, dev)
@@ -307,7 +299,7 @@ def cam_mask_backward(grad_mask, feats, grads, normalize: str = "minmax", eps: f
     f0 = pairs[0][0]
     B, _, h, w = f0.shape
     check_grad_mask(op, grad_mask, B, h, w, f0)
-    minmax = _minmax(op, normalize)
+    minmax = is_minmax(op, normalize)
     dfeats = [new_output(f.shape, f.dtype, f.device) for f, _ in pairs] if need_feats else []
     dgrads = [new_output(g.shape, g.dtype, g.device) for _, g in pairs] if need_grads else []
     P, S, dev = h * w, len(pairs), f0.device

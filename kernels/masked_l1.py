@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import check_grad_out, check_l1_args, device_guard, new_output, next_pow2
+from . import check_grad_out, check_l1_args, check_reduction, device_guard, new_output, next_pow2
 
 # Image tile of one program (rows x columns). Tests shrink it to cover many tiles at small sizes.
 TILE_H = 16
@@ -208,14 +208,9 @@ def _gather_windows_kernel(
 # ------------------------------------------------------------------------------ launchers
 
 def _denominator(op: str, reduction: str, shape) -> float:
+    check_reduction(op, reduction)
     B, K, H, W = shape
-    if reduction == "mean":
-        return float(B * K * H * W)
-    if reduction == "none":
-        return float(K * H * W)
-    if reduction == "sum":
-        return 1.0
-    raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    return {"mean": float(B * K * H * W), "none": float(K * H * W), "sum": 1.0}[reduction]
 
 
 def _check(op, real, fake, mask):
