@@ -345,12 +345,17 @@ def _lowres(fl, gl, normalize, eps, backend) -> torch.Tensor:
     return mask_op(_contig(fl), _contig(gl), normalize, eps)
 
 
-@functools.lru_cache(maxsize=None)
+_FAMILY_LOSS_OPS: dict = {}  # backend -> its combined op or None (a dict, not lru_cache: dynamo traces it)
+
+
 def _family_loss_op(backend: str):
     """The family's combined loss op (one op per direction), or None: then its stage ops are chained."""
-    _ops(backend)  # defines the family's ops
-    prefix = f"{backend}_"
-    return getattr(torch.ops.camfast, f"{prefix}cam_consistency") if registration.has_loss_ops(prefix) else None
+    if backend not in _FAMILY_LOSS_OPS:
+        _ops(backend)  # defines the family's ops
+        prefix = f"{backend}_"
+        _FAMILY_LOSS_OPS[backend] = (getattr(torch.ops.camfast, f"{prefix}cam_consistency")
+                                     if registration.has_loss_ops(prefix) else None)
+    return _FAMILY_LOSS_OPS[backend]
 
 
 def _fused_loss(backend, real, fake, fl, gl, normalize, eps, reduction) -> torch.Tensor:

@@ -533,3 +533,21 @@ def test_public_loss_is_one_op_per_direction(monkeypatch):
     grads = leaves(g)
     torch.autograd.grad(loss(f, grads), [grads[1]])
     assert ran == ["cam_mask_backward"]
+
+
+def test_public_loss_under_torch_compile_fullgraph():
+    """The combined op under torch.compile(fullgraph=True): the same loss and gradients as eager."""
+    import camfast
+
+    torch._dynamo.reset()
+    f, g = sources(2, (3, 2), 4, 5)
+    inputs = [randn(2, 3, 7, 9), randn(2, 3, 7, 9), *f, *g]
+
+    def loss(real, fake, f0, f1, g0, g1):
+        return camfast.cam_consistency_loss(real, fake, [f0, f1], [g0, g1], backend="triton")
+
+    a, b = leaves(inputs), leaves(inputs)
+    out_c, out_e = torch.compile(loss, fullgraph=True)(*a), loss(*b)
+    assert torch.equal(out_c, out_e)
+    for x, y in zip(torch.autograd.grad(out_c, a), torch.autograd.grad(out_e, b)):
+        assert torch.equal(x, y)
