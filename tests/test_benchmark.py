@@ -22,6 +22,6 @@ def test_host_mode_times_every_provider_in_every_mode(monkeypatch):
     assert [r["provider"] for r in rows] == provs
     for r in rows:
         assert r["forward_p20_us"] <= r["forward_us"] <= r["forward_p80_us"]
-        assert r["full_us"] > 0 and r["cuda_graph"] == "-"
-    assert rows[0]["full_vs_eager"] == 1.0
+        assert r["full_us"] > 0 and r["forward_alone_us"] > 0 and r["full_alone_us"] > 0 and r["cuda_graph"] == "-"
+    assert rows[0]["full_vs_eager"] == 1.0 and rows[0]["full_alone_vs_eager"] == 1.0
     assert "| eager |" in bench.host_markdown(rows)

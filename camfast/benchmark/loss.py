@@ -3,7 +3,7 @@
 Providers: ``eager`` (``camfast.reference.cam_consistency_loss``), ``compile`` (``torch.compile``
 of it, afresh per configuration) and the camfast backends this device has; modes ``forward``,
 ``backward`` (the forward re-run outside the timed region) and ``full``; ``--host``: the host
-overhead per call at a size where the kernels cost nothing, the providers interleaved. Timing,
+overhead per call at a size where the kernels cost nothing, the providers interleaved and alone. Timing,
 memory and the bandwidth floor are the harness's (camfast/benchmark/harness.py); what is
 measured and how is in docs/benchmarks.md.
 """
@@ -183,7 +183,7 @@ def cuda_graph_capture(fn, x: dict, wrt) -> str:
 
 
 def run_host(args, device: torch.device, provs: list[str]) -> list[dict]:
-    """Median time per call of every provider at HOST_CONFIG, one thread, interleaved."""
+    """Median time per call of every provider at HOST_CONFIG, one thread: interleaved, then alone."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     wrt = tuple(args.wrt)
@@ -217,6 +217,22 @@ def run_host(args, device: torch.device, provs: list[str]) -> list[dict]:
                 del r
                 if rnd >= 50:
                     times[(p, m)].append(dt * 1e6)
+    # Then each provider alone, in its own loop, as timeit measures: its code and data stay in the
+    # caches, so this is the least a call costs; the interleaved figure is what it costs amid other work.
+    alone = {}
+    for p in names:
+        for m in HOST_MODES:
+            timed, ts = calls[p][m], []
+            for i in range(50 + HOST_ROUNDS):
+                t = time.perf_counter()
+                for _ in range(batch):
+                    r = timed(x)
+                sync(device)
+                dt = (time.perf_counter() - t) / batch
+                del r
+                if i >= 50:
+                    ts.append(dt * 1e6)
+            alone[(p, m)] = statistics.median(ts)
     rows = []
     for p in fns:
         row = dict(provider=p, config=HOST_CONFIG.label(), device=device_name(device), threads=1)
@@ -224,24 +240,30 @@ def run_host(args, device: torch.device, provs: list[str]) -> list[dict]:
             ts = times[(p, m)]
             row[f"{m}_us"] = statistics.median(ts)
             row[f"{m}_p20_us"], row[f"{m}_p80_us"] = quantile(ts, 0.2), quantile(ts, 0.8)
+            row[f"{m}_alone_us"] = alone[(p, m)]
         row["cuda_graph"] = cuda_graph_capture(fns[p], x, wrt) if device.type == "cuda" else "-"
         rows.append(row)
     for row in rows:
         for ref in ("eager", "compile"):
             base = next((r for r in rows if r["provider"] == ref), None)
             row[f"full_vs_{ref}"] = row["full_us"] / base["full_us"] if base else float("nan")
+            row[f"full_alone_vs_{ref}"] = row["full_alone_us"] / base["full_alone_us"] if base else float("nan")
     torch.set_num_threads(threads)
     return rows
 
 
 def host_markdown(rows: list[dict]) -> str:
-    lines = ["| provider | forward us (p20-p80) | forward+backward us (p20-p80) | full / eager | full / compile "
-             "| CUDA graph |", "|---|---:|---:|---:|---:|---|"]
+    """Interleaved: median (p20-p80) of the rotated rounds; alone: median of the provider's own loop."""
+    lines = ["| provider | forward us, interleaved (p20-p80) | alone | forward+backward us, interleaved (p20-p80) "
+             "| alone | full / eager, interleaved / alone | full / compile, interleaved / alone | CUDA graph |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         lines.append(
             f"| {r['provider']} | {r['forward_us']:.1f} ({r['forward_p20_us']:.1f}-{r['forward_p80_us']:.1f}) "
-            f"| {r['full_us']:.1f} ({r['full_p20_us']:.1f}-{r['full_p80_us']:.1f}) "
-            f"| {r['full_vs_eager']:.2f} | {r['full_vs_compile']:.2f} | {r['cuda_graph']} |")
+            f"| {r['forward_alone_us']:.1f} "
+            f"| {r['full_us']:.1f} ({r['full_p20_us']:.1f}-{r['full_p80_us']:.1f}) | {r['full_alone_us']:.1f} "
+            f"| {r['full_vs_eager']:.2f} / {r['full_alone_vs_eager']:.2f} "
+            f"| {r['full_vs_compile']:.2f} / {r['full_alone_vs_compile']:.2f} | {r['cuda_graph']} |")
     return "\n".join(lines)
 
 
@@ -458,14 +480,14 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads or 2)
     host_rows = []
     if args.host or args.host_only:
-        log(f"host overhead: {HOST_CONFIG.label()}, one thread, providers interleaved")
+        log(f"host overhead: {HOST_CONFIG.label()}, one thread, providers interleaved, then alone")
         host_rows = run_host(args, device, providers(args, device))
     rows = [] if args.host_only else run(args)
     print(header(args, device, rows))
     print()
     if host_rows:
-        print(f"Host overhead per call ({HOST_CONFIG.label()}, one thread, median of {HOST_ROUNDS} "
-              f"interleaved calls{'; ' + str(HOST_BATCH) + ' calls per synchronisation' if device.type == 'cuda' else ''}):\n")
+        print(f"Host overhead per call ({HOST_CONFIG.label()}, one thread, median of {HOST_ROUNDS} calls, "
+              f"interleaved and alone{'; ' + str(HOST_BATCH) + ' calls per synchronisation' if device.type == 'cuda' else ''}):\n")
         print(host_markdown(host_rows))
         print()
     if args.host_only:
