@@ -163,6 +163,11 @@ def missing_ops(names) -> list:
     return out
 
 
+def usable() -> bool:
+    """Whether the C++ ops can be called: loaded, and built from these sources."""
+    return LOADED and not STALE
+
+
 def _load() -> None:
     global LOADED, STALE, ERROR, INFO
     if os.environ.get("CAMFAST_NO_EXTENSION") == "1":  # a deliberate choice: no warning

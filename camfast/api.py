@@ -53,9 +53,7 @@ def _why_not(name: str, device: Optional[torch.device] = None) -> Optional[str]:
     if name == "reference":
         return None
     if name in ("cpu", "cuda"):
-        if not _extension.LOADED:
-            return _extension.ERROR
-        if _extension.STALE:
+        if not _extension.usable():
             return _extension.ERROR
         if name == "cuda":
             if _extension.INFO.get("cuda") != "1":
@@ -369,6 +367,9 @@ def _fused_loss(backend, real, fake, fl, gl, normalize, eps, reduction) -> torch
     return l1_op(real.contiguous(), fake.contiguous(), u, reduction)
 
 
+_SEQ = (list, tuple)
+
+
 def _fast_loss(real, fake, feats, grads, normalize, eps, reduction, backend):
     """The loss through a family's combined op with no validation in this module, or None where
     that does not apply (the reference, a family without one, or an eps the op would take but the
@@ -380,8 +381,15 @@ def _fast_loss(real, fake, feats, grads, normalize, eps, reduction, backend):
     message."""
     if type(eps) is not float and type(eps) is not int:  # noqa: E721  (bool is not accepted)
         return None
-    fl = [feats] if isinstance(feats, torch.Tensor) else list(feats)
-    gl = [grads] if isinstance(grads, torch.Tensor) else list(grads)
+    # Lists and tuples go to the op as they are; anything else gets the API's message below.
+    fl = [feats] if isinstance(feats, torch.Tensor) else feats if type(feats) in _SEQ else None
+    gl = [grads] if isinstance(grads, torch.Tensor) else grads if type(grads) in _SEQ else None
+    if fl is None or gl is None:
+        return None
+    # CPU tensors: "auto" and "cpu" both mean the C++ op when it is usable (_auto, _why_not),
+    # decided without building a device object; this is most of the cost of a call on a cold cache.
+    if real.is_cpu and (backend == "auto" or backend == "cpu") and _extension.usable():
+        return _loss_op()(real, fake, fl, gl, normalize, eps, reduction)[0]
     f0 = fl[0]
     dtype = real.dtype
     name = _resolve_backend(backend, real.device, dtype if dtype == torch.float64 else f0.dtype, (f0.dtype, dtype))

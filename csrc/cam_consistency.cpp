@@ -52,7 +52,9 @@ dispatch::TensorPair cam_consistency(const at::Tensor& real, const at::Tensor& f
   // Reached from the autograd kernel or under no_grad: the stage ops must not record a graph.
   at::AutoDispatchBelowADInplaceOrView below;
   at::Tensor u = dispatch::cam_mask().call(feats, grads, normalize, eps);
-  at::Tensor mask = u.to(acc_type(real.scalar_type()));  // fp64 feats with fp32 images: the l1 reads fp32
+  // fp64 feats with fp32 images: the l1 reads fp32 (no call at all in the usual case, equal dtypes).
+  const at::ScalarType acc = acc_type(real.scalar_type());
+  at::Tensor mask = u.scalar_type() == acc ? u : u.to(acc);
   at::Tensor loss = dispatch::masked_l1().call(real, fake, mask, reduction);
   return {loss, mask};
 }

@@ -19,10 +19,11 @@ def test_loss_matches_reference_with_defaults():
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
-def test_single_tensor_and_list_sources_agree():
+@pytest.mark.parametrize("backend", ["reference", "auto"])
+def test_single_tensor_and_list_sources_agree(backend):
     real, fake, f, g = _inputs()
-    a = camfast.cam_consistency_loss(real, fake, f, g, backend="reference")
-    b = camfast.cam_consistency_loss(real, fake, [f], (g,), backend="reference")
+    a = camfast.cam_consistency_loss(real, fake, f, g, backend=backend)
+    b = camfast.cam_consistency_loss(real, fake, [f], (g,), backend=backend)
     assert torch.equal(a, b)
 
 
@@ -46,6 +47,7 @@ BAD = [
     (dict(real=torch.zeros(0, 3, 8, 9)), ValueError, ["real", "non-empty"]),
     (dict(feats=[]), ValueError, ["feats", "at least one"]),
     (dict(feats=3), TypeError, ["feats", "int"]),
+    (dict(feats=(t for t in [torch.randn(2, 4, 3, 4)])), TypeError, ["feats", "list/tuple", "generator"]),
     (dict(feats=torch.randn(2, 4, 3)), ValueError, ["feats[0]", "[B, C, h, w]"]),
     (dict(grads=torch.randn(2, 4, 3, 5)), ValueError, ["grads[0]", "(2, 4, 3, 4)", "(2, 4, 3, 5)"]),
     (dict(grads=torch.randn(2, 4, 3, 4, dtype=torch.float64)), TypeError, ["grads[0]", "float64"]),
