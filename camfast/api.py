@@ -368,6 +368,7 @@ def _fused_loss(backend, real, fake, fl, gl, normalize, eps, reduction) -> torch
 
 
 _SEQ = (list, tuple)
+_CPU = torch.device("cpu")
 
 
 def _fast_loss(real, fake, feats, grads, normalize, eps, reduction, backend):
@@ -386,9 +387,11 @@ def _fast_loss(real, fake, feats, grads, normalize, eps, reduction, backend):
     gl = [grads] if isinstance(grads, torch.Tensor) else grads if type(grads) in _SEQ else None
     if fl is None or gl is None:
         return None
-    # CPU tensors: "auto" and "cpu" both mean the C++ op when it is usable (_auto, _why_not),
-    # decided without building a device object; this is most of the cost of a call on a cold cache.
-    if real.is_cpu and (backend == "auto" or backend == "cpu") and _extension.usable():
+    # CPU tensors: "cpu", and "auto" when the C++ op is its only candidate (_auto), mean that op
+    # when it is usable (_why_not); decided without building a device object, which is most of
+    # what this module costs a call on a cold cache.
+    if real.is_cpu and _extension.usable() and (
+            backend == "cpu" or backend == "auto" and _candidates(_CPU, real.dtype) == ("cpu",)):
         return _loss_op()(real, fake, fl, gl, normalize, eps, reduction)[0]
     f0 = fl[0]
     dtype = real.dtype
