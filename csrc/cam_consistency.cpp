@@ -1,15 +1,20 @@
 // The public loss as one op per direction, for every device: Stage 1 (cam_mask) and Stage 2
-// (masked_l1) called in C++, so a Python caller pays for one dispatcher call, not two plus a
-// cast. The kernels are the stage ops' own; this file only chains them and checks what the
-// public API promises on top of the stage ops (no empty tensor, eps > 0, one batch, one device).
+// (masked_l1) called in C++, so a caller pays for one dispatcher call, not two plus a cast.
+// The kernels are the stage ops' own, called directly; this file only chains them and checks
+// what the public API promises on top of the stage ops (no empty tensor, eps > 0, one batch,
+// one device).
 #include <ATen/core/Tensor.h>
 #include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/record_function.h>
 #include <torch/library.h>
 
 #include <cmath>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "common.h"
+#include "stages.h"
 #include "dispatch.h"
 
 namespace camfast {
@@ -42,6 +47,35 @@ void check_loss_args(const char* op, const at::Tensor& real, const at::Tensor& f
   parse_reduction(op, reduction);
 }
 
+// The stage kernels of a device, called directly (stages.h).
+template <bool kCuda>
+struct Stages;
+
+template <>
+struct Stages<false> {
+  static constexpr auto cam_mask = &cpu::cam_mask;
+  static constexpr auto cam_mask_backward = &cpu::cam_mask_backward;
+  static constexpr auto masked_l1 = &cpu::masked_l1;
+  static constexpr auto masked_l1_backward = &cpu::masked_l1_backward;
+};
+
+#ifdef WITH_CUDA
+template <>
+struct Stages<true> {
+  static constexpr auto cam_mask = &cuda::cam_mask;
+  static constexpr auto cam_mask_backward = &cuda::cam_mask_backward;
+  static constexpr auto masked_l1 = &cuda::masked_l1;
+  static constexpr auto masked_l1_backward = &cuda::masked_l1_backward;
+};
+#endif
+
+// Runs a stage kernel under its op's name, so that profiles show the stages as before.
+template <typename F, typename... Args>
+auto stage(const char* name, F kernel, Args&&... args) {
+  RECORD_FUNCTION(name, std::vector<c10::IValue>());
+  return kernel(std::forward<Args>(args)...);
+}
+
 // One kernel per device (kCuda), so that messages name the backend that raised.
 template <bool kCuda>
 dispatch::TensorPair cam_consistency(const at::Tensor& real, const at::Tensor& fake, at::TensorList feats,
@@ -51,11 +85,11 @@ dispatch::TensorPair cam_consistency(const at::Tensor& real, const at::Tensor& f
   check_loss_args(op, real, fake, feats, grads, normalize, eps, reduction);
   // Reached from the autograd kernel or under no_grad: the stage ops must not record a graph.
   at::AutoDispatchBelowADInplaceOrView below;
-  at::Tensor u = dispatch::cam_mask().call(feats, grads, normalize, eps);
+  at::Tensor u = stage("camfast::cam_mask", Stages<kCuda>::cam_mask, feats, grads, normalize, eps);
   // fp64 feats with fp32 images: the l1 reads fp32 (no call at all in the usual case, equal dtypes).
   const at::ScalarType acc = acc_type(real.scalar_type());
   at::Tensor mask = u.scalar_type() == acc ? u : u.to(acc);
-  at::Tensor loss = dispatch::masked_l1().call(real, fake, mask, reduction);
+  at::Tensor loss = stage("camfast::masked_l1", Stages<kCuda>::masked_l1, real, fake, mask, reduction);
   return {loss, mask};
 }
 
@@ -70,11 +104,13 @@ dispatch::LossGrads cam_consistency_backward(const at::Tensor& grad_out, const a
   at::AutoDispatchBelowADInplaceOrView below;
   const bool need_mask = need_feats || need_grads;
   auto [dreal, dfake, dmask] =
-      dispatch::masked_l1_backward().call(grad_out, real, fake, mask, reduction, need_real, need_fake, need_mask);
+      stage("camfast::masked_l1_backward", Stages<kCuda>::masked_l1_backward, grad_out, real, fake, mask, reduction,
+            need_real, need_fake, need_mask);
   std::vector<at::Tensor> dfeats, dgrads;
   if (need_mask) {
     std::tie(dfeats, dgrads) =
-        dispatch::cam_mask_backward().call(dmask, feats, grads, normalize, eps, need_feats, need_grads);
+        stage("camfast::cam_mask_backward", Stages<kCuda>::cam_mask_backward, dmask, feats, grads, normalize, eps,
+              need_feats, need_grads);
   }
   return {dreal, dfake, std::move(dfeats), std::move(dgrads)};
 }

@@ -8,12 +8,12 @@
 #include <tuple>
 #include <vector>
 
+#include "stages.h"
+
 namespace camfast {
 namespace dispatch {
 
 using TensorPair = std::tuple<at::Tensor, at::Tensor>;
-using TensorLists = std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>>;
-using TensorTriple = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 using LossGrads = std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>>;
 
 inline const auto& cam_mask() {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common.h"
+#include "stages.h"
 #include "cpu/reduce.h"
 
 namespace camfast {
@@ -81,7 +82,11 @@ int64_t sample_work(const std::vector<at::Tensor>& feats, int64_t P) {
   return 2 * c * P;
 }
 
-at::Tensor cam_mask_cpu(at::TensorList feats_in, at::TensorList grads_in, c10::string_view normalize, double eps) {
+}  // namespace
+
+namespace cpu {
+
+at::Tensor cam_mask(at::TensorList feats_in, at::TensorList grads_in, c10::string_view normalize, double eps) {
   const char* op = "camfast.cam_mask [cpu]";
   const Shape sh = check_sources(op, feats_in, grads_in);
   const Norm norm = parse_norm(op, normalize);
@@ -116,7 +121,7 @@ at::Tensor cam_mask_cpu(at::TensorList feats_in, at::TensorList grads_in, c10::s
   return u;
 }
 
-std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> cam_mask_backward_cpu(
+std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> cam_mask_backward(
     const at::Tensor& grad_mask_in, at::TensorList feats_in, at::TensorList grads_in, c10::string_view normalize,
     double eps, bool need_feats, bool need_grads) {
   const char* op = "camfast.cam_mask_backward [cpu]";
@@ -204,11 +209,11 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> cam_mask_backward_c
   return {dfeats, dgrads};
 }
 
-}  // namespace
+}  // namespace cpu
 
 TORCH_LIBRARY_IMPL(camfast, CPU, m) {
-  m.impl("cam_mask", &cam_mask_cpu);
-  m.impl("cam_mask_backward", &cam_mask_backward_cpu);
+  m.impl("cam_mask", &cpu::cam_mask);
+  m.impl("cam_mask_backward", &cpu::cam_mask_backward);
 }
 
 }  // namespace camfast

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common.h"
+#include "stages.h"
 #include "cpu/bilinear.h"
 #include "cpu/reduce.h"
 
@@ -144,7 +145,11 @@ GradRows<scalar_t, acc_t> pick_grad_rows(bool fake, bool real, bool mask) {
   return table[(fake ? 4 : 0) + (real ? 2 : 0) + (mask ? 1 : 0)];
 }
 
-at::Tensor masked_l1_cpu(const at::Tensor& real_in, const at::Tensor& fake_in, const at::Tensor& mask_in,
+}  // namespace
+
+namespace cpu {
+
+at::Tensor masked_l1(const at::Tensor& real_in, const at::Tensor& fake_in, const at::Tensor& mask_in,
                          c10::string_view reduction) {
   const char* op = "camfast.masked_l1 [cpu]";
   const ImgShape s = check_inputs(op, real_in, fake_in, mask_in);
@@ -184,7 +189,7 @@ at::Tensor masked_l1_cpu(const at::Tensor& real_in, const at::Tensor& fake_in, c
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_l1_backward_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_l1_backward(
     const at::Tensor& grad_out, const at::Tensor& real_in, const at::Tensor& fake_in, const at::Tensor& mask_in,
     c10::string_view reduction, bool need_real, bool need_fake, bool need_mask) {
   const char* op = "camfast.masked_l1_backward [cpu]";
@@ -243,11 +248,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_l1_backward_cpu(
   return {dreal, dfake, dmask};
 }
 
-}  // namespace
+}  // namespace cpu
 
 TORCH_LIBRARY_IMPL(camfast, CPU, m) {
-  m.impl("masked_l1", &masked_l1_cpu);
-  m.impl("masked_l1_backward", &masked_l1_backward_cpu);
+  m.impl("masked_l1", &cpu::masked_l1);
+  m.impl("masked_l1_backward", &cpu::masked_l1_backward);
 }
 
 }  // namespace camfast

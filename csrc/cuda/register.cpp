@@ -19,6 +19,7 @@
 
 #include "common.h"
 #include "cuda/launchers.h"
+#include "stages.h"
 
 namespace camfast {
 namespace {
@@ -83,7 +84,12 @@ CamInputs prepare_cam(const char* op, at::TensorList feats, at::TensorList grads
   return in;
 }
 
-at::Tensor cam_mask_cuda(at::TensorList feats, at::TensorList grads, c10::string_view normalize, double eps) {
+}  // namespace
+
+// The ops (stages.h).
+namespace cuda {
+
+at::Tensor cam_mask(at::TensorList feats, at::TensorList grads, c10::string_view normalize, double eps) {
   CamInputs in = prepare_cam("camfast.cam_mask [cuda]", feats, grads, normalize, eps);
   const at::Tensor& f0 = in.feats[0];
   const c10::cuda::CUDAGuard guard(f0.device());
@@ -96,7 +102,7 @@ at::Tensor cam_mask_cuda(at::TensorList feats, at::TensorList grads, c10::string
   return out;
 }
 
-std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> cam_mask_backward_cuda(
+std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> cam_mask_backward(
     const at::Tensor& grad_mask, at::TensorList feats, at::TensorList grads, c10::string_view normalize, double eps,
     bool need_feats, bool need_grads) {
   const char* op = "camfast.cam_mask_backward [cuda]";
@@ -129,7 +135,11 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> cam_mask_backward_c
   return {std::move(dfeats), std::move(dgrads)};
 }
 
+}  // namespace cuda
+
 // ---------------------------------------------------------------- stage 2
+
+namespace {
 
 struct L1Inputs {
   at::Tensor real, fake, mask;  // contiguous
@@ -166,7 +176,11 @@ L1Inputs prepare_l1(const char* op, const at::Tensor& real, const at::Tensor& fa
   return in;
 }
 
-at::Tensor masked_l1_cuda(const at::Tensor& real, const at::Tensor& fake, const at::Tensor& mask,
+}  // namespace
+
+namespace cuda {
+
+at::Tensor masked_l1(const at::Tensor& real, const at::Tensor& fake, const at::Tensor& mask,
                           c10::string_view reduction) {
   L1Inputs in = prepare_l1("camfast.masked_l1 [cuda]", real, fake, mask, reduction);
   const c10::cuda::CUDAGuard guard(in.real.device());
@@ -180,7 +194,7 @@ at::Tensor masked_l1_cuda(const at::Tensor& real, const at::Tensor& fake, const 
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_l1_backward_cuda(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_l1_backward(
     const at::Tensor& grad_out, const at::Tensor& real, const at::Tensor& fake, const at::Tensor& mask,
     c10::string_view reduction, bool need_real, bool need_fake, bool need_mask) {
   const char* op = "camfast.masked_l1_backward [cuda]";
@@ -205,12 +219,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_l1_backward_cuda(
   return {dreal, dfake, dmask};
 }
 
-}  // namespace
+}  // namespace cuda
 }  // namespace camfast
 
 TORCH_LIBRARY_IMPL(camfast, CUDA, m) {
-  m.impl("cam_mask", &camfast::cam_mask_cuda);
-  m.impl("cam_mask_backward", &camfast::cam_mask_backward_cuda);
-  m.impl("masked_l1", &camfast::masked_l1_cuda);
-  m.impl("masked_l1_backward", &camfast::masked_l1_backward_cuda);
+  m.impl("cam_mask", &camfast::cuda::cam_mask);
+  m.impl("cam_mask_backward", &camfast::cuda::cam_mask_backward);
+  m.impl("masked_l1", &camfast::cuda::masked_l1);
+  m.impl("masked_l1_backward", &camfast::cuda::masked_l1_backward);
 }
