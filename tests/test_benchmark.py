@@ -25,3 +25,11 @@ def test_host_mode_times_every_provider_in_every_mode(monkeypatch):
         assert r["full_us"] > 0 and r["forward_alone_us"] > 0 and r["full_alone_us"] > 0 and r["cuda_graph"] == "-"
     assert rows[0]["full_vs_eager"] == 1.0 and rows[0]["full_alone_vs_eager"] == 1.0
     assert "| eager |" in bench.host_markdown(rows)
+
+
+def test_host_only_writes_its_table(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(bench, "HOST_ROUNDS", 2)
+    assert bench.main(["--host-only", "--provider", "eager", "--out", str(tmp_path)]) == 0
+    lines = (tmp_path / "bench_host.csv").read_text().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("eager,") and "full_alone_us" in lines[0]
+    assert "| eager |" in capsys.readouterr().out

@@ -454,7 +454,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, help="seconds per measurement when --reps is not given (default 1; 0.3 with --quick)")
     p.add_argument("--threads", type=positive_int, help="CPU threads (default 2 on CPU, unchanged on GPU)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda (default: cuda if visible)")
-    p.add_argument("--out", default="bench-out", help="folder for bench_loss.csv and bench_loss.png (default ./bench-out); '' for none")
+    p.add_argument("--out", default="bench-out", help="folder for bench_loss.csv, bench_loss.png and (--host) bench_host.csv (default ./bench-out); '' for none")
     return p
 
 
@@ -490,6 +490,10 @@ def main(argv=None) -> int:
               f"interleaved and alone{'; ' + str(HOST_BATCH) + ' calls per synchronisation' if device.type == 'cuda' else ''}):\n")
         print(host_markdown(host_rows))
         print()
+        if args.out:
+            os.makedirs(args.out, exist_ok=True)
+            write_csv(host_rows, os.path.join(args.out, "bench_host.csv"))
+            log(f"wrote {os.path.join(args.out, 'bench_host.csv')}")
     if args.host_only:
         return 0
     if not rows:
