@@ -201,6 +201,17 @@ def run_host(args, device: torch.device, provs: list[str]) -> list[dict]:
     times = {(p, m): [] for p in fns for m in HOST_MODES}
     calls = {p: {m: mode_fns(fn, [x], m, wrt)[1] for m in HOST_MODES} for p, fn in fns.items()}
     batch = HOST_BATCH if device.type == "cuda" else 1
+
+    def once(timed) -> float:
+        """Microseconds per call of ``timed``, over ``batch`` calls and one synchronisation."""
+        t = time.perf_counter()
+        for _ in range(batch):
+            r = timed(x)
+        sync(device)
+        dt = (time.perf_counter() - t) / batch
+        del r
+        return dt * 1e6
+
     names = list(fns)
     for rnd in range(50 + HOST_ROUNDS):
         # A call right after another provider's pays for that one's cache footprint (about 14 us
@@ -208,31 +219,13 @@ def run_host(args, device: torch.device, provs: list[str]) -> list[dict]:
         k = rnd % len(names)
         for p in names[k:] + names[:k]:
             for m in HOST_MODES:
-                timed = calls[p][m]
-                t = time.perf_counter()
-                for _ in range(batch):
-                    r = timed(x)
-                sync(device)
-                dt = (time.perf_counter() - t) / batch
-                del r
+                dt = once(calls[p][m])
                 if rnd >= 50:
-                    times[(p, m)].append(dt * 1e6)
+                    times[(p, m)].append(dt)
     # Then each provider alone, in its own loop, as timeit measures: its code and data stay in the
     # caches, so this is the least a call costs; the interleaved figure is what it costs amid other work.
-    alone = {}
-    for p in names:
-        for m in HOST_MODES:
-            timed, ts = calls[p][m], []
-            for i in range(50 + HOST_ROUNDS):
-                t = time.perf_counter()
-                for _ in range(batch):
-                    r = timed(x)
-                sync(device)
-                dt = (time.perf_counter() - t) / batch
-                del r
-                if i >= 50:
-                    ts.append(dt * 1e6)
-            alone[(p, m)] = statistics.median(ts)
+    alone = {(p, m): statistics.median([once(calls[p][m]) for _ in range(50 + HOST_ROUNDS)][50:])
+             for p in names for m in HOST_MODES}
     rows = []
     for p in fns:
         row = dict(provider=p, config=HOST_CONFIG.label(), device=device_name(device), threads=1)
