@@ -150,7 +150,7 @@ GradRows<scalar_t, acc_t> pick_grad_rows(bool fake, bool real, bool mask) {
 namespace cpu {
 
 at::Tensor masked_l1(const at::Tensor& real_in, const at::Tensor& fake_in, const at::Tensor& mask_in,
-                         c10::string_view reduction) {
+                     c10::string_view reduction) {
   const char* op = "camfast.masked_l1 [cpu]";
   const ImgShape s = check_inputs(op, real_in, fake_in, mask_in);
   const Reduction red = parse_reduction(op, reduction);

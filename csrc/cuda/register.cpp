@@ -181,7 +181,7 @@ L1Inputs prepare_l1(const char* op, const at::Tensor& real, const at::Tensor& fa
 namespace cuda {
 
 at::Tensor masked_l1(const at::Tensor& real, const at::Tensor& fake, const at::Tensor& mask,
-                          c10::string_view reduction) {
+                     c10::string_view reduction) {
   L1Inputs in = prepare_l1("camfast.masked_l1 [cuda]", real, fake, mask, reduction);
   const c10::cuda::CUDAGuard guard(in.real.device());
   const ci::L1Args& a = in.args;
