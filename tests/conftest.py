@@ -89,6 +89,19 @@ def rand(*shape, device, dtype=torch.float32):
     return torch.randn(*shape, dtype=dtype).to(device)
 
 
+# CAMFAST_TEST_TOL_REPORT=<file>: where a call site uses its own bounds, also append how close
+# it came to the table's (err/bound, > 1: the table's would fail), so that one GPU run tells
+# whether those bounds can go (benchmarks/gpu_check.sh).
+TOL_REPORT = os.environ.get("CAMFAST_TEST_TOL_REPORT")
+
+
+def _bounds(rtol, a, want, scale, floor, ref, slack):
+    atol = max(a * max(want.abs().max().item() if want.numel() else 0.0, scale), floor)
+    if ref is not None and want.numel():
+        atol = max(atol, slack * (ref.detach().double().cpu() - want).abs().max().item())
+    return rtol, atol
+
+
 def compare(got, want, what, scale=1.0, floor=0.0, ref=None, slack=4.0, **own):
     """Assert |got - want| <= rtol * |want| + atol, (rtol, a) = TOL[got.dtype], atol the largest
     of a * max(max|want|, scale), ``floor`` and ``slack`` * max|ref - want|.
@@ -98,11 +111,20 @@ def compare(got, want, what, scale=1.0, floor=0.0, ref=None, slack=4.0, **own):
     ref: the same math in got's dtype when want is its fp64 truth: got may be slack times as far off.
     own: a call site's own (rtol, a) for a dtype, by name (float32=...), where its math needs
     other bounds than the table's; each call site says why."""
-    rtol, atol = own.get(str(got.dtype)[6:], TOL[got.dtype])
+    dtype, name = got.dtype, str(got.dtype)[6:]
     got, want = got.detach().double().cpu(), want.detach().double().cpu()
-    atol = max(atol * max(want.abs().max().item() if want.numel() else 0.0, scale), floor)
-    if ref is not None and want.numel():
-        atol = max(atol, slack * (ref.detach().double().cpu() - want).abs().max().item())
+    rtol, atol = _bounds(*own.get(name, TOL[dtype]), want, scale, floor, ref, slack)
+    if TOL_REPORT and name in own and want.numel():
+        err = (got - want).abs()
+
+        def used(rtol, atol):  # the largest err/bound; > 1 fails
+            bound = atol + rtol * want.abs()
+            return torch.where(bound > 0, err / bound, torch.where(err > 0, float("inf"), 0.0)).max().item()
+
+        table = used(*_bounds(*TOL[dtype], want, scale, floor, ref, slack))
+        with open(TOL_REPORT, "a") as f:
+            test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
+            f.write(f"{table:.4g}\t{used(rtol, atol):.4g}\t{name}\t{what}\t{test}\n")
     torch.testing.assert_close(got, want, rtol=rtol, atol=atol, msg=lambda m: f"{what}: {m}")
 
 
