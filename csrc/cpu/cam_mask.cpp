@@ -132,7 +132,7 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> cam_mask_backward(
   const auto grads = contiguous(grads_in);
   const int64_t S = feats.size();
   const auto acc = acc_type(feats[0].scalar_type());
-  const at::Tensor gu = grad_mask_in.to(acc).contiguous();
+  const at::Tensor gu = (grad_mask_in.scalar_type() == acc ? grad_mask_in : grad_mask_in.to(acc)).contiguous();
 
   std::vector<at::Tensor> dfeats, dgrads;
   for (int64_t s = 0; s < S; ++s) {

@@ -7,7 +7,6 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <cmath>
@@ -155,9 +154,6 @@ at::Tensor masked_l1(const at::Tensor& real_in, const at::Tensor& fake_in, const
   const ImgShape s = check_inputs(op, real_in, fake_in, mask_in);
   const Reduction red = parse_reduction(op, reduction);
   const at::Tensor real = real_in.contiguous(), fake = fake_in.contiguous(), mask = mask_in.contiguous();
-  const auto acc = acc_type(real.scalar_type());
-  // Per-(sample, row) partial sums, reduced below in a fixed order.
-  at::Tensor rows = at::zeros({s.B, s.H}, real.options().dtype(acc));
   at::Tensor out = new_output(real, red == Reduction::None ? at::IntArrayRef{s.B} : at::IntArrayRef{}, real.scalar_type());
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, real.scalar_type(), "camfast_masked_l1_cpu", [&] {
@@ -166,7 +162,10 @@ at::Tensor masked_l1(const at::Tensor& real_in, const at::Tensor& fake_in, const
     const scalar_t* r = real.const_data_ptr<scalar_t>();
     const scalar_t* f = fake.const_data_ptr<scalar_t>();
     const acc_t* u = mask.const_data_ptr<acc_t>();
-    acc_t* rows_ptr = rows.mutable_data_ptr<acc_t>();
+    // Per-(sample, row) partial sums, reduced below in a fixed order. Scratch memory comes from
+    // std::vector, not at::zeros: a small call would pay more for the dispatcher than for the sums.
+    std::vector<acc_t> rows(s.B * s.H);
+    acc_t* rows_ptr = rows.data();
     const auto rows_fn = use_avx2() ? l1_rows_avx2<scalar_t, acc_t> : l1_rows_base<scalar_t, acc_t>;
     at::parallel_for(0, s.B * s.H, grain_for(2 * s.K * s.W),
                      [&](int64_t i0, int64_t i1) { rows_fn(s, r, f, u, ty, tx, rows_ptr, i0, i1); });
@@ -198,7 +197,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_l1_backward(
   check_grad_out(op, grad_out, red == Reduction::None ? s.B : 1, real_in);
   const at::Tensor real = real_in.contiguous(), fake = fake_in.contiguous(), mask = mask_in.contiguous();
   const auto acc = acc_type(real.scalar_type());
-  const at::Tensor g = grad_out.to(acc).contiguous();
+  const at::Tensor g = (grad_out.scalar_type() == acc ? grad_out : grad_out.to(acc)).contiguous();
 
   at::Tensor dreal = need_real ? new_output_like(real) : not_requested(real);
   at::Tensor dfake = need_fake ? new_output_like(fake) : not_requested(fake);
@@ -209,11 +208,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_l1_backward(
     if (need_mask) dmask.zero_();
     return {dreal, dfake, dmask};
   }
-  // Per-(sample, row) adjoint of the horizontal interpolation: Q[b, y, j].
-  at::Tensor q = need_mask ? at::zeros({s.B, s.H, s.w}, real.options().dtype(acc)) : at::Tensor();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, real.scalar_type(), "camfast_masked_l1_bwd_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    // Per-(sample, row) adjoint of the horizontal interpolation: Q[b, y, j] (scratch, zeroed).
+    std::vector<acc_t> q(need_mask ? s.B * s.H * s.w : 0);
     const Taps<acc_t> ty(s.h, s.H), tx(s.w, s.W);
     const scalar_t* r = real.const_data_ptr<scalar_t>();
     const scalar_t* f = fake.const_data_ptr<scalar_t>();
@@ -221,7 +220,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_l1_backward(
     const acc_t* gp = g.const_data_ptr<acc_t>();
     scalar_t* dr = need_real ? dreal.mutable_data_ptr<scalar_t>() : nullptr;
     scalar_t* df = need_fake ? dfake.mutable_data_ptr<scalar_t>() : nullptr;
-    acc_t* qp = need_mask ? q.mutable_data_ptr<acc_t>() : nullptr;
+    acc_t* qp = need_mask ? q.data() : nullptr;
     const GradArgs<scalar_t, acc_t> args{s, r, f, u, ty, tx, gp, red, dr, df, qp};
     const auto grad_rows = pick_grad_rows<scalar_t, acc_t>(need_fake, need_real, need_mask);
     at::parallel_for(0, s.B * s.H, grain_for(2 * s.K * s.W),
