@@ -2,6 +2,7 @@
 // them, shared by the CPU kernels of forward and backward.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -19,6 +20,9 @@ struct Taps {
   std::vector<int64_t> start0, start1;
 
   Taps(int64_t in, int64_t out) : i0(out), i1(out), l0(out), l1(out) {
+    // At most one run per source index, plus the end: no reallocation in the loop below.
+    start0.reserve(std::min(in, out) + 1);
+    start1.reserve(std::min(in, out) + 1);
     const acc_t scale = static_cast<acc_t>(in) / static_cast<acc_t>(out);
     for (int64_t o = 0; o < out; ++o) {
       acc_t src = scale * (static_cast<acc_t>(o) + acc_t(0.5)) - acc_t(0.5);
