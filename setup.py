@@ -124,13 +124,15 @@ def make_extension():
 
 ext, build_ext = make_extension()
 
-packages = find_packages(include=["camfast", "camfast.*"]) + ["camfast.kernels"]
+# camfast/configs holds only data (the presets' yaml): a package of its own so that setuptools
+# installs it without warning that it would be ignored.
+packages = find_packages(include=["camfast", "camfast.*"]) + ["camfast.kernels", "camfast.configs"]
 setup(
     name="camfast",
     version=_version(),
     packages=packages,
     package_dir={"camfast.kernels": "kernels"},
-    package_data={"camfast": ["configs/*.yaml"]},
+    package_data={"camfast.configs": ["*.yaml"]},
     ext_modules=[ext],
     cmdclass={"build_ext": build_ext},
 )
