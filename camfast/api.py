@@ -356,6 +356,14 @@ def _family_loss_op(backend: str):
     return _FAMILY_LOSS_OPS[backend]
 
 
+def _family_eager_loss(backend: str):
+    """For calls outside torch.compile: the family's combined loss as a plain autograd.Function
+    where it has one (registration.EAGER_LOSS: same kernels and autograd, no dispatcher), else
+    its op, or None."""
+    op = _family_loss_op(backend)
+    return None if op is None else registration.EAGER_LOSS.get(f"{backend}_", op)
+
+
 def _fused_loss(backend, real, fake, fl, gl, normalize, eps, reduction) -> torch.Tensor:
     if backend in ("cpu", "cuda"):  # both stages, their casts and autograd in one C++ op
         return torch.ops.camfast.cam_consistency(real, fake, fl, gl, normalize, eps, reduction)[0]
@@ -398,7 +406,7 @@ def _fast_loss(real, fake, feats, grads, normalize, eps, reduction, backend):
     name = _resolve_backend(backend, real.device, dtype if dtype == torch.float64 else f0.dtype, (f0.dtype, dtype))
     if name == "cpu" or name == "cuda":
         return _loss_op()(real, fake, fl, gl, normalize, eps, reduction)[0]
-    loss_op = None if name == "reference" else _family_loss_op(name)
+    loss_op = None if name == "reference" else _family_eager_loss(name)
     return None if loss_op is None else loss_op(real, fake, fl, gl, normalize, eps, reduction)[0]
 
 

@@ -91,10 +91,11 @@ def has_loss_ops(prefix: str) -> bool:
     return hasattr(torch.ops.camfast, f"{prefix}cam_consistency")
 
 
-def register_family(prefix: str = "") -> None:
+def register_family(prefix: str = "", eager=None) -> None:
     """Register fakes for ``camfast::{prefix}cam_mask`` and friends and, where the family defines
     it, the combined loss; for the families other than C++ (Triton) also autograd, which the C++
-    family has in C++."""
+    family has in C++. ``eager``: the Python functions behind the combined pair, (forward,
+    backward), for the eager path (``EAGER_LOSS``)."""
     ns = torch.ops.camfast
     backend = prefix.rstrip("_")
     names = {op: f"camfast::{prefix}{op}" for op in OPS}
@@ -110,6 +111,8 @@ def register_family(prefix: str = "") -> None:
         torch.library.register_fake(f"camfast::{prefix}cam_consistency_backward")(fake_cam_consistency_backward)
         if prefix != "":
             _register_loss_autograd(prefix, backend)
+            if eager is not None:
+                EAGER_LOSS[prefix] = _eager_loss(prefix, backend, *eager)
     if prefix == "":
         return
 
@@ -163,8 +166,14 @@ def register_family(prefix: str = "") -> None:
 
 def _register_loss_autograd(prefix: str, backend: str) -> None:
     """Autograd of a Python family's combined loss: what csrc/autograd.cpp does for the C++ one."""
-    loss_bwd = getattr(torch.ops.camfast, f"{prefix}cam_consistency_backward")
     name = f"camfast::{prefix}cam_consistency"
+    setup, backward = _loss_autograd(name, backend, getattr(torch.ops.camfast, f"{prefix}cam_consistency_backward"))
+    torch.library.register_autograd(name, backward, setup_context=setup)
+
+
+def _loss_autograd(name: str, backend: str, loss_bwd):
+    """(setup_context, backward) of a combined loss whose backward is ``loss_bwd``, in the form
+    ``torch.library.register_autograd`` takes (a list per Tensor[] input)."""
 
     def setup(ctx, inputs, output):
         real, fake, feats, grads, normalize, eps, reduction = inputs
@@ -195,8 +204,39 @@ def _register_loss_autograd(prefix: str, backend: str) -> None:
             dfs, dgs = rest[: len(dfs)], rest[len(dfs):]
         else:
             dr, df, dfs, dgs = loss_bwd(*args)
-        # register_autograd wants a list per Tensor[] input, with None for an unrequested entry.
         return ((dr if need_r else None), (df if need_f else None), (list(dfs) if need_fs else none),
                 (list(dgs) if need_gs else none), None, None, None)
 
-    torch.library.register_autograd(name, backward, setup_context=setup)
+    return setup, backward
+
+
+#: prefix -> the family's combined loss for eager calls (``register_family(..., eager=...)``).
+EAGER_LOSS: dict = {}
+
+
+def _eager_loss(prefix: str, backend: str, forward, backward_impl):
+    """The combined loss as a plain ``torch.autograd.Function`` around the same forward and
+    backward functions as the family's custom ops, and the same autograd (``_loss_autograd``).
+    Outside torch.compile the dispatcher adds nothing but host time: a Python custom op costs
+    about 20 us forward and 45 us forward+backward per call more than a Function (no-op bodies,
+    one CPU thread, benchmarks/RESULTS.md). torch.compile and ``torch.ops`` keep the ops."""
+    setup, backward = _loss_autograd(f"camfast::{prefix}cam_consistency", backend, backward_impl)
+
+    def fn_forward(ctx, real, fake, normalize, eps, reduction, n, *sources):
+        inputs = (real, fake, list(sources[:n]), list(sources[n:]), normalize, eps, reduction)
+        out = forward(*inputs)
+        setup(ctx, inputs, out)
+        return out
+
+    def fn_backward(ctx, grad_out, grad_mask):
+        dr, df, dfs, dgs = backward(ctx, grad_out, grad_mask)[:4]
+        return (dr, df, None, None, None, None, *dfs, *dgs)
+
+    # Named for the family (the graph shows e.g. TritonCamConsistencyBackward).
+    Loss = type(f"{backend.capitalize()}CamConsistency", (torch.autograd.Function,),
+                dict(forward=staticmethod(fn_forward), backward=staticmethod(fn_backward)))
+
+    def loss(real, fake, feats, grads, normalize, eps, reduction):
+        return Loss.apply(real, fake, normalize, eps, reduction, len(feats), *feats, *grads)
+
+    return loss

@@ -72,20 +72,18 @@ if _k is not None:
     # like it, the forward checks all the public API promises, so the API's eager path calls it
     # without checks of its own.
 
-    @torch.library.custom_op("camfast::triton_cam_consistency", mutates_args=())
-    def triton_cam_consistency(real: torch.Tensor, fake: torch.Tensor, feats: list[torch.Tensor],
-                               grads: list[torch.Tensor], normalize: str, eps: float, reduction: str
-                               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _loss(real: torch.Tensor, fake: torch.Tensor, feats: list[torch.Tensor],
+              grads: list[torch.Tensor], normalize: str, eps: float, reduction: str
+              ) -> tuple[torch.Tensor, torch.Tensor]:
         _k.check_loss_args("camfast.cam_consistency [triton]", real, fake, feats, grads, normalize, eps, reduction)
         mask = _k.cam_mask(feats, grads, normalize, eps).to(accumulate_dtype(real.dtype))
         return _k.masked_l1(real, fake, mask, reduction), mask
 
-    @torch.library.custom_op("camfast::triton_cam_consistency_backward", mutates_args=())
-    def triton_cam_consistency_backward(grad_out: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
-                                        feats: list[torch.Tensor], grads: list[torch.Tensor], mask: torch.Tensor,
-                                        normalize: str, eps: float, reduction: str, need_real: bool,
-                                        need_fake: bool, need_feats: bool, need_grads: bool
-                                        ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    def _loss_backward(grad_out: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
+                       feats: list[torch.Tensor], grads: list[torch.Tensor], mask: torch.Tensor,
+                       normalize: str, eps: float, reduction: str, need_real: bool,
+                       need_fake: bool, need_feats: bool, need_grads: bool
+                       ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         need_mask = need_feats or need_grads
         dreal, dfake, dmask = _k.masked_l1_backward(grad_out, real, fake, mask, reduction,
                                                     need_real, need_fake, need_mask)
@@ -94,5 +92,11 @@ if _k is not None:
         dfeats, dgrads = _k.cam_mask_backward(dmask, feats, grads, normalize, eps, need_feats, need_grads)
         return dreal, dfake, list(dfeats), list(dgrads)
 
-    registration.register_family("triton_")
+    triton_cam_consistency = torch.library.custom_op(
+        "camfast::triton_cam_consistency", mutates_args=())(_loss)
+    triton_cam_consistency_backward = torch.library.custom_op(
+        "camfast::triton_cam_consistency_backward", mutates_args=())(_loss_backward)
+
+    # Eager calls take the same two functions as a plain autograd.Function (registration.EAGER_LOSS).
+    registration.register_family("triton_", eager=(_loss, _loss_backward))
     AVAILABLE = True

@@ -510,9 +510,10 @@ def _camfast_ops_run_by(fn) -> list:
     return [e.name for e in prof.events() if e.name.startswith("camfast::") and e.cpu_parent is None]
 
 
-def test_public_loss_is_one_op_per_direction(monkeypatch):
-    """The API calls the combined op (host cost: one Python custom op per direction, not two and a
-    cast); its backward skips the mask's backward when feats and grads need no gradient (G's step)."""
+def test_public_loss_is_one_function_per_direction(monkeypatch):
+    """The API's eager calls run the combined loss as one plain autograd.Function, no custom op
+    (host cost: a Python custom op adds ~20 us forward, ~45 us forward+backward); its backward
+    skips the mask's backward when feats and grads need no gradient (G's step)."""
     import camfast
     from camfast import kernels
 
@@ -522,7 +523,8 @@ def test_public_loss_is_one_op_per_direction(monkeypatch):
     def loss(feats, grads):
         return camfast.cam_consistency_loss(real, fake, feats, grads, backend="triton")
 
-    assert _camfast_ops_run_by(lambda: loss(f, g)) == ["camfast::triton_cam_consistency"]
+    assert _camfast_ops_run_by(lambda: loss(f, g)) == []
+    assert type(loss(f, g).grad_fn).__name__ == "TritonCamConsistencyBackward"
     ran = []
     mask_bwd = kernels.cam_mask_backward
     monkeypatch.setattr(kernels, "cam_mask_backward", lambda *a: ran.append("cam_mask_backward") or mask_bwd(*a))
