@@ -204,6 +204,7 @@ def _loss_autograd(name: str, backend: str, loss_bwd):
             dfs, dgs = rest[: len(dfs)], rest[len(dfs):]
         else:
             dr, df, dfs, dgs = loss_bwd(*args)
+        # register_autograd wants a list per Tensor[] input, with None for an unrequested entry.
         return ((dr if need_r else None), (df if need_f else None), (list(dfs) if need_fs else none),
                 (list(dgs) if need_gs else none), None, None, None)
 
