@@ -66,11 +66,10 @@ if _k is not None:
         return _k.masked_l1_backward(grad_out, real, fake, mask, reduction,
                                      need_real, need_fake, need_mask)
 
-    # The public loss in one op per direction, as the C++ family has it: a Python custom op
-    # costs tens of microseconds of host time per call, so two per direction (plus a cast) would
-    # double the backend's host cost for nothing. Schemas as csrc/schemas.cpp's cam_consistency;
-    # like it, the forward checks all the public API promises, so the API's eager path calls it
-    # without checks of its own.
+    # The public loss in one op per direction, as the C++ family has it (for torch.ops and
+    # torch.compile; two ops per direction plus a cast would double the host cost). Schemas as
+    # csrc/schemas.cpp's cam_consistency; like it, the forward checks all the public API promises,
+    # so the API calls it (eagerly: as registration.EAGER_LOSS) without checks of its own.
 
     def _loss(real: torch.Tensor, fake: torch.Tensor, feats: list[torch.Tensor],
               grads: list[torch.Tensor], normalize: str, eps: float, reduction: str
@@ -97,6 +96,5 @@ if _k is not None:
     triton_cam_consistency_backward = torch.library.custom_op(
         "camfast::triton_cam_consistency_backward", mutates_args=())(_loss_backward)
 
-    # Eager calls take the same two functions as a plain autograd.Function (registration.EAGER_LOSS).
     registration.register_family("triton_", eager=(_loss, _loss_backward))
     AVAILABLE = True

@@ -47,28 +47,6 @@ void check_loss_args(const char* op, const at::Tensor& real, const at::Tensor& f
   parse_reduction(op, reduction);
 }
 
-// The stage kernels of a device, called directly (stages.h).
-template <bool kCuda>
-struct Stages;
-
-template <>
-struct Stages<false> {
-  static constexpr auto cam_mask = &cpu::cam_mask;
-  static constexpr auto cam_mask_backward = &cpu::cam_mask_backward;
-  static constexpr auto masked_l1 = &cpu::masked_l1;
-  static constexpr auto masked_l1_backward = &cpu::masked_l1_backward;
-};
-
-#ifdef WITH_CUDA
-template <>
-struct Stages<true> {
-  static constexpr auto cam_mask = &cuda::cam_mask;
-  static constexpr auto cam_mask_backward = &cuda::cam_mask_backward;
-  static constexpr auto masked_l1 = &cuda::masked_l1;
-  static constexpr auto masked_l1_backward = &cuda::masked_l1_backward;
-};
-#endif
-
 // Runs a stage kernel under its op's name, so that profiles show the stages as before.
 template <typename F, typename... Args>
 auto stage(const char* name, F kernel, Args&&... args) {
@@ -76,8 +54,9 @@ auto stage(const char* name, F kernel, Args&&... args) {
   return kernel(std::forward<Args>(args)...);
 }
 
-// One kernel per device (kCuda), so that messages name the backend that raised.
-template <bool kCuda>
+// One kernel per device (kCuda), so that messages name the backend that raised; the device's
+// stage kernels (stages.h) are template arguments, called directly.
+template <bool kCuda, auto cam_mask, auto masked_l1>
 dispatch::TensorPair cam_consistency(const at::Tensor& real, const at::Tensor& fake, at::TensorList feats,
                                      at::TensorList grads, c10::string_view normalize, double eps,
                                      c10::string_view reduction) {
@@ -85,15 +64,15 @@ dispatch::TensorPair cam_consistency(const at::Tensor& real, const at::Tensor& f
   check_loss_args(op, real, fake, feats, grads, normalize, eps, reduction);
   // Reached from the autograd kernel or under no_grad: the stage ops must not record a graph.
   at::AutoDispatchBelowADInplaceOrView below;
-  at::Tensor u = stage("camfast::cam_mask", Stages<kCuda>::cam_mask, feats, grads, normalize, eps);
+  at::Tensor u = stage("camfast::cam_mask", cam_mask, feats, grads, normalize, eps);
   // fp64 feats with fp32 images: the l1 reads fp32 (no call at all in the usual case, equal dtypes).
   const at::ScalarType acc = acc_type(real.scalar_type());
   at::Tensor mask = u.scalar_type() == acc ? u : u.to(acc);
-  at::Tensor loss = stage("camfast::masked_l1", Stages<kCuda>::masked_l1, real, fake, mask, reduction);
+  at::Tensor loss = stage("camfast::masked_l1", masked_l1, real, fake, mask, reduction);
   return {loss, mask};
 }
 
-template <bool kCuda>
+template <bool kCuda, auto masked_l1_backward, auto cam_mask_backward>
 dispatch::LossGrads cam_consistency_backward(const at::Tensor& grad_out, const at::Tensor& real,
                                              const at::Tensor& fake, at::TensorList feats, at::TensorList grads,
                                              const at::Tensor& mask, c10::string_view normalize, double eps,
@@ -104,12 +83,12 @@ dispatch::LossGrads cam_consistency_backward(const at::Tensor& grad_out, const a
   at::AutoDispatchBelowADInplaceOrView below;
   const bool need_mask = need_feats || need_grads;
   auto [dreal, dfake, dmask] =
-      stage("camfast::masked_l1_backward", Stages<kCuda>::masked_l1_backward, grad_out, real, fake, mask, reduction,
+      stage("camfast::masked_l1_backward", masked_l1_backward, grad_out, real, fake, mask, reduction,
             need_real, need_fake, need_mask);
   std::vector<at::Tensor> dfeats, dgrads;
   if (need_mask) {
     std::tie(dfeats, dgrads) =
-        stage("camfast::cam_mask_backward", Stages<kCuda>::cam_mask_backward, dmask, feats, grads, normalize, eps,
+        stage("camfast::cam_mask_backward", cam_mask_backward, dmask, feats, grads, normalize, eps,
               need_feats, need_grads);
   }
   return {dreal, dfake, std::move(dfeats), std::move(dgrads)};
@@ -118,14 +97,16 @@ dispatch::LossGrads cam_consistency_backward(const at::Tensor& grad_out, const a
 }  // namespace
 
 TORCH_LIBRARY_IMPL(camfast, CPU, m) {
-  m.impl("cam_consistency", &cam_consistency<false>);
-  m.impl("cam_consistency_backward", &cam_consistency_backward<false>);
+  m.impl("cam_consistency", &cam_consistency<false, &cpu::cam_mask, &cpu::masked_l1>);
+  m.impl("cam_consistency_backward",
+         &cam_consistency_backward<false, &cpu::masked_l1_backward, &cpu::cam_mask_backward>);
 }
 
 #ifdef WITH_CUDA
 TORCH_LIBRARY_IMPL(camfast, CUDA, m) {
-  m.impl("cam_consistency", &cam_consistency<true>);
-  m.impl("cam_consistency_backward", &cam_consistency_backward<true>);
+  m.impl("cam_consistency", &cam_consistency<true, &cuda::cam_mask, &cuda::masked_l1>);
+  m.impl("cam_consistency_backward",
+         &cam_consistency_backward<true, &cuda::masked_l1_backward, &cuda::cam_mask_backward>);
 }
 #endif
 

@@ -21,9 +21,8 @@ Divisions use ``tl.math.div_rn`` (IEEE round-to-nearest): on a GPU Triton's ``/`
 the approximate ``div.full.f32`` (up to 2 ulp), unlike the interpreter.
 """
 import contextlib
-import os
-
 import math
+import os
 
 import torch
 
