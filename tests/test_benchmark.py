@@ -33,3 +33,18 @@ def test_host_only_writes_its_table(monkeypatch, tmp_path, capsys):
     lines = (tmp_path / "bench_host.csv").read_text().splitlines()
     assert len(lines) == 2 and lines[1].startswith("eager,") and "full_alone_us" in lines[0]
     assert "| eager |" in capsys.readouterr().out
+
+
+def test_last_level_cache_reads_every_index_folder(tmp_path):
+    from camfast.benchmark import harness
+
+    # sysfs lists files such as uevent beside the index folders; an entry without a size
+    # must not end the search (it once hid a 480 MiB L3 behind the 32 MiB default).
+    (tmp_path / "uevent").write_text("")
+    for name, size in [("index0", "48K"), ("index2", "2048K"), ("index3", "491520K"), ("index9", "")]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "size").write_text(size + "\n")
+    (tmp_path / "index1").mkdir()   # no size file
+    assert harness.last_level_cache(torch.device("cpu"), str(tmp_path)) == 480 * harness.MiB
+    assert harness.last_level_cache(torch.device("cpu"), str(tmp_path / "missing")) == 32 * harness.MiB
+    assert [harness.parse_cache_size(s) for s in ("48K", "32M", "1G", "512")] == [48 << 10, 32 << 20, 1 << 30, 512]

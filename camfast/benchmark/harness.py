@@ -34,20 +34,34 @@ def positive_int(s: str) -> int:
     return v
 
 
-def last_level_cache(device: torch.device) -> int:
+def last_level_cache(device: torch.device, base: str = "/sys/devices/system/cpu/cpu0/cache") -> int:
+    """Bytes of the largest cache: the GPU's L2, or the largest CPU cache listed under ``base``."""
     if device.type == "cuda":
         return int(getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 50 * MiB))
-    best = 0
-    base = "/sys/devices/system/cpu/cpu0/cache"
     try:
-        for idx in os.listdir(base):
-            with open(os.path.join(base, idx, "size")) as f:
-                s = f.read().strip()
-            mult = {"K": 1024, "M": MiB, "G": 1024 * MiB}.get(s[-1], 1)
-            best = max(best, int(s.rstrip("KMG")) * mult)
-    except (OSError, ValueError):
-        pass
+        entries = os.listdir(base)
+    except OSError:
+        entries = []
+    best = 0
+    # Only the index* folders describe caches; the folder also holds files such as uevent, and
+    # one unreadable entry must not end the search (it once left the 32 MiB default in place of
+    # a 480 MiB L3, so the rotation kept its inputs in the cache).
+    for name in entries:
+        if not name.startswith("index"):
+            continue
+        try:
+            with open(os.path.join(base, name, "size")) as f:
+                best = max(best, parse_cache_size(f.read()))
+        except (OSError, ValueError):
+            continue
     return best or 32 * MiB
+
+
+def parse_cache_size(text: str) -> int:
+    """Bytes of a sysfs cache size such as '48K', '2048K', '491520K' or '32M'."""
+    s = text.strip()
+    mult = {"K": 1024, "M": MiB, "G": 1024 * MiB}.get(s[-1:].upper(), 1)
+    return int(s.rstrip("KMGkmg")) * mult
 
 
 def device_name(device: torch.device) -> str:
@@ -193,9 +207,17 @@ def peak_memory(setup, timed, device: torch.device) -> tuple[float, float]:
 
 
 def measure_bandwidth(device: torch.device, size_bytes: int | None = None) -> dict:
-    """GB/s of a large copy (read + write counted) and of a sum (read), on this device, now."""
+    """GB/s of a large copy (read + write counted) and of a sum (read), on this device, now.
+
+    By default the tensor is 256 MiB (GPU: 1 GiB) or twice the last-level cache if that is
+    larger (at most 1 GiB on the CPU), so that, like the benchmark's rotated inputs, it comes
+    from memory and not from the cache.
+    """
     if size_bytes is None:
-        size_bytes = 1024 * MiB if device.type == "cuda" else 256 * MiB
+        if device.type == "cuda":
+            size_bytes = 1024 * MiB
+        else:
+            size_bytes = min(max(256 * MiB, 2 * last_level_cache(device)), 1024 * MiB)
     n = size_bytes // 4
     src = torch.rand(n, device=device)
     dst = torch.empty_like(src)
