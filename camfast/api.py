@@ -72,13 +72,18 @@ def _why_not(name: str, device: Optional[torch.device] = None) -> Optional[str]:
     raise ValueError(f"backend: expected one of {BACKENDS}, got {name!r}")
 
 
+#: The fused backends ``auto`` tries, fastest first, by device type (none for float64 on a GPU).
+#: Data, not code: the CPU fast path of ``_fast_loss`` reads it without calling ``_candidates``,
+#: a call that cost about 3 µs on a cold cache (docs/kernels.md).
+AUTO_ORDER = {"cuda": ("cuda", "triton"), "cpu": ("cpu",)}
+
+
 def _candidates(device: torch.device, dtype: torch.dtype) -> tuple:
-    """The fused backends ``auto`` tries on ``device``, fastest first."""
-    if device.type == "cuda":
-        return ("cuda", "triton") if dtype != torch.float64 else ()
-    if device.type == "cpu":
-        return ("cpu",)
-    return ()
+    """The fused backends ``auto`` tries on ``device`` for ``dtype``, fastest first."""
+    kind = device.type
+    if kind == "cuda" and dtype == torch.float64:
+        return ()
+    return AUTO_ORDER.get(kind, ())
 
 
 def _auto(device: torch.device, dtype: torch.dtype, dtypes: Sequence[torch.dtype] = ()) -> str:
@@ -376,7 +381,7 @@ def _fused_loss(backend, real, fake, fl, gl, normalize, eps, reduction) -> torch
 
 
 _SEQ = (list, tuple)
-_CPU = torch.device("cpu")
+_CPU_OP_ONLY = ("cpu",)
 
 
 def _fast_loss(real, fake, feats, grads, normalize, eps, reduction, backend):
@@ -395,11 +400,12 @@ def _fast_loss(real, fake, feats, grads, normalize, eps, reduction, backend):
     gl = [grads] if isinstance(grads, torch.Tensor) else grads if type(grads) in _SEQ else None
     if fl is None or gl is None:
         return None
-    # CPU tensors: "cpu", and "auto" when the C++ op is its only candidate (_auto), mean that op
-    # when it is usable (_why_not); decided without building a device object, which is most of
-    # what this module costs a call on a cold cache.
+    # CPU tensors: "cpu", and "auto" when the C++ op is its only candidate (_candidates: on the
+    # CPU the same for every dtype), mean that op when it is usable (_why_not); decided without
+    # building a device object or calling into this module again, which is most of what this
+    # module costs a call on a cold cache.
     if real.is_cpu and _extension.usable() and (
-            backend == "cpu" or backend == "auto" and _candidates(_CPU, real.dtype) == ("cpu",)):
+            backend == "cpu" or backend == "auto" and AUTO_ORDER["cpu"] == _CPU_OP_ONLY):
         return _loss_op()(real, fake, fl, gl, normalize, eps, reduction)[0]
     f0 = fl[0]
     dtype = real.dtype

@@ -23,7 +23,7 @@ CPU = torch.device("cpu")
 @pytest.fixture
 def gpu_like(monkeypatch):
     """auto on the CPU tries "triton" first (a self-checked backend), then "cpu"."""
-    monkeypatch.setattr(api, "_candidates", lambda device, dtype: ("triton", "cpu"))
+    monkeypatch.setitem(api.AUTO_ORDER, "cpu", ("triton", "cpu"))
     monkeypatch.setattr(api, "_SELF_CHECKS", {})
     monkeypatch.delenv(api.SKIP_SELF_CHECK_ENV, raising=False)
     return monkeypatch
