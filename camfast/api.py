@@ -382,6 +382,10 @@ def _fused_loss(backend, real, fake, fl, gl, normalize, eps, reduction) -> torch
 
 _SEQ = (list, tuple)
 _CPU_OP_ONLY = ("cpu",)
+#: (device, feats dtype, images dtype) -> what ``auto`` chose there in an eager call. The choice
+#: is final once made: availability does not change in a process, and each self-check runs once
+#: (its environment variable is read when the choice is made).
+_AUTO_CHOICE: dict = {}
 
 
 def _fast_loss(real, fake, feats, grads, normalize, eps, reduction, backend):
@@ -409,7 +413,16 @@ def _fast_loss(real, fake, feats, grads, normalize, eps, reduction, backend):
         return _loss_op()(real, fake, fl, gl, normalize, eps, reduction)[0]
     f0 = fl[0]
     dtype = real.dtype
-    name = _resolve_backend(backend, real.device, dtype if dtype == torch.float64 else f0.dtype, (f0.dtype, dtype))
+    if backend == "auto":
+        # Made once per (device, dtypes), then looked up: on a GPU the choice is a dozen Python
+        # calls (availability, self-check record), each paid again on a cold cache.
+        key = (real.device, f0.dtype, dtype)
+        name = _AUTO_CHOICE.get(key)
+        if name is None:
+            name = _AUTO_CHOICE[key] = _resolve_backend(
+                backend, key[0], dtype if dtype == torch.float64 else f0.dtype, (f0.dtype, dtype))
+    else:
+        name = _resolve_backend(backend, real.device, dtype if dtype == torch.float64 else f0.dtype, (f0.dtype, dtype))
     if name == "cpu" or name == "cuda":
         return _loss_op()(real, fake, fl, gl, normalize, eps, reduction)[0]
     loss_op = None if name == "reference" else _family_eager_loss(name)

@@ -25,6 +25,7 @@ def gpu_like(monkeypatch):
     """auto on the CPU tries "triton" first (a self-checked backend), then "cpu"."""
     monkeypatch.setitem(api.AUTO_ORDER, "cpu", ("triton", "cpu"))
     monkeypatch.setattr(api, "_SELF_CHECKS", {})
+    monkeypatch.setattr(api, "_AUTO_CHOICE", {})
     monkeypatch.delenv(api.SKIP_SELF_CHECK_ENV, raising=False)
     return monkeypatch
 
@@ -132,6 +133,28 @@ def test_exception_warns_once_and_falls_back(gpu_like):
     assert sum("self-check" in str(w.message) for w in rec) == 1
     assert api._auto(CPU, torch.float32) == "cpu"
     assert "RuntimeError" in camfast.backends()["triton"]["self_check"]["cpu float32"]
+
+
+def test_eager_calls_choose_once_per_device_and_dtypes(gpu_like):
+    """After the first call, auto's choice is looked up: no second self-check, no second choice."""
+    def wrong_mask(feats, grads, normalize, eps):
+        return torch.ops.camfast.cam_mask(feats, grads, normalize, eps) * 0.9
+
+    _inject(gpu_like, mask_op=wrong_mask)
+    choices = []
+    real_auto = api._auto
+    gpu_like.setattr(api, "_auto", lambda *a: choices.append(a) or real_auto(*a))
+    with pytest.warns(RuntimeWarning, match="self-check"):
+        _loss()
+    assert len(choices) == 1 and api._AUTO_CHOICE == {(CPU, torch.float32, torch.float32): "cpu"}
+    real, fake, f, g = _inputs()
+    for _ in range(3):
+        loss = camfast.cam_consistency_loss(real, fake, f, g)
+    torch.testing.assert_close(loss, reference.cam_consistency_loss(real, fake, [f], [g]))
+    assert len(choices) == 1
+    with pytest.warns(RuntimeWarning, match="bfloat16"):  # another dtype: a choice of its own
+        _loss(torch.bfloat16)
+    assert len(choices) == 2 and api._AUTO_CHOICE[(CPU, torch.bfloat16, torch.bfloat16)] == "cpu"
 
 
 def test_checked_per_dtype(gpu_like):
