@@ -119,6 +119,24 @@ for name in ("cuda", "triton"):
         print("self_check", name, key, res)
 for w in caught:
     print("warning", w.message)
+# What the default backend="auto" costs per eager call beyond naming the backend (its choice is
+# made once per device and dtypes, then looked up): host-bound tiny calls, one sync at the end.
+import time
+g = torch.Generator(device=dev).manual_seed(0)
+x = [torch.rand(s, generator=g, device=dev) for s in ((1, 3, 8, 8), (1, 3, 8, 8), (1, 4, 2, 2), (1, 4, 2, 2))]
+x[1].requires_grad_()
+per_call = {}
+for b in ("cuda", "auto", "cuda", "auto"):
+    for _ in range(200):
+        camfast.cam_consistency_loss(*x, backend=b)
+    torch.cuda.synchronize(dev)
+    t = time.perf_counter()
+    for _ in range(2000):
+        camfast.cam_consistency_loss(*x, backend=b)
+    torch.cuda.synchronize(dev)
+    per_call.setdefault(b, []).append((time.perf_counter() - t) / 2000 * 1e6)
+print("auto per-call forward us (two loops each):",
+      " | ".join(f"{b} " + " ".join(f"{v:.1f}" for v in vs) for b, vs in per_call.items()))
 ok = (info["extension_loaded"] and not info["extension_stale"] and info["cuda_kernels"] and triton_ops.AVAILABLE
       and all(v in ("cuda",) for v in picks.values())
       and all(res == "passed" for n in ("cuda", "triton") for res in rep[n]["self_check"].values()))
