@@ -74,10 +74,13 @@ bool any_needed(const AutogradContext* ctx, size_t begin, size_t end) {
 //
 // Inputs as the engine numbers them: real 0, fake 1, feats 2..2+S, grads 2+S..2+2S.
 
+// The mask, the op's second output, leaves through `mask_out`, not as an output of the Function:
+// it is not differentiable, and marking an output so (mark_non_differentiable) makes compiled
+// autograd (torch._dynamo.config.compiled_autograd) fail an internal assert on this node.
 struct CamConsistencyFn : public torch::autograd::Function<CamConsistencyFn> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& real, const at::Tensor& fake,
                                at::TensorList feats, at::TensorList grads, c10::string_view normalize, double eps,
-                               c10::string_view reduction) {
+                               c10::string_view reduction, at::Tensor* mask_out) {
     at::AutoDispatchBelowADInplaceOrView below;
     auto [loss, mask] = dispatch::cam_consistency().call(real, fake, feats, grads, normalize, eps, reduction);
     variable_list saved{real, fake, mask};
@@ -87,15 +90,14 @@ struct CamConsistencyFn : public torch::autograd::Function<CamConsistencyFn> {
     ctx->saved_data["normalize"] = std::string(normalize);
     ctx->saved_data["eps"] = eps;
     ctx->saved_data["reduction"] = std::string(reduction);
-    ctx->mark_non_differentiable({mask});
-    ctx->set_materialize_grads(false);  // the mask's gradient is never used: do not make zeros for it
-    return {loss, mask};
+    *mask_out = std::move(mask);
+    return {loss};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const variable_list saved = ctx->get_saved_variables();
     const size_t S = (saved.size() - 3) / 2;
-    variable_list out(2 + 2 * S + 3);  // + normalize, eps, reduction: no gradient
+    variable_list out(2 + 2 * S + 4);  // + normalize, eps, reduction, mask_out: no gradient
     const at::Tensor& g = grad_outputs[0];
     if (!g.defined()) return out;
     const bool need_real = ctx->needs_input_grad(0), need_fake = ctx->needs_input_grad(1);
@@ -127,8 +129,9 @@ struct CamConsistencyFn : public torch::autograd::Function<CamConsistencyFn> {
 dispatch::TensorPair cam_consistency_autograd(const at::Tensor& real, const at::Tensor& fake, at::TensorList feats,
                                               at::TensorList grads, c10::string_view normalize, double eps,
                                               c10::string_view reduction) {
-  variable_list out = CamConsistencyFn::apply(real, fake, feats, grads, normalize, eps, reduction);
-  return {std::move(out[0]), std::move(out[1])};
+  at::Tensor mask;
+  variable_list out = CamConsistencyFn::apply(real, fake, feats, grads, normalize, eps, reduction, &mask);
+  return {std::move(out[0]), std::move(mask)};
 }
 
 // ---------------------------------------------------------------- cam_mask (Stage 1 alone)

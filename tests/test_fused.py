@@ -273,6 +273,34 @@ def test_cpu_compile_matches_eager():
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
+def test_compiled_autograd_matches_eager(backend, device):
+    """A compiled training step with compiled autograd (torch._dynamo.config.compiled_autograd):
+    the backward graph includes the loss's backward node. The C++ node once failed an internal
+    assert there (an output marked non-differentiable)."""
+    inputs = make_inputs((2, 3, 9, 7, 4, 3, 4), 2, torch.float32, device)
+
+    def step(real, fake, feats, grads):
+        loss = camfast.cam_consistency_loss(real, fake, feats, grads, reduction="sum", backend=backend)
+        loss.backward()
+        return loss.detach()
+
+    def leaves():
+        real, fake, feats, grads = (t.detach() if isinstance(t, torch.Tensor) else [x.detach() for x in t]
+                                    for t in inputs)
+        return real, fake.requires_grad_(), [f.requires_grad_() for f in feats], [g.requires_grad_() for g in grads]
+
+    want, got = leaves(), leaves()
+    step(*want)
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(compiled_autograd=True):
+        torch.compile(step, backend="eager")(*got)
+    torch._dynamo.reset()
+    for a, b in zip([got[1], *got[2], *got[3]], [want[1], *want[2], *want[3]]):
+        assert a.grad is not None
+        torch.testing.assert_close(a.grad, b.grad)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
 def test_partial_requires_grad(backend, device):
     """G's step: grads made without create_graph, only feats and fake need gradients."""
     real, fake, feats, grads = make_inputs((2, 3, 9, 8, 3, 4, 4), 2, torch.float32, device)
