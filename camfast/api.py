@@ -382,6 +382,12 @@ def _fused_loss(backend, real, fake, fl, gl, normalize, eps, reduction) -> torch
 
 _SEQ = (list, tuple)
 _CPU_OP_ONLY = ("cpu",)
+#: What the op and ``_fast_loss`` raise for bad input or an unavailable backend, after which the
+#: API's own checks run and raise their message. Anything else raised through the op propagates
+#: as it is: an exception of a saved-tensor hook, say, or the one with which non-reentrant
+#: activation checkpointing stops its recomputation (caught here, the op ran a second time and
+#: the checkpoint failed an assertion).
+_INPUT_ERRORS = (ValueError, TypeError, RuntimeError, AttributeError, IndexError)
 #: (device, feats dtype, images dtype) -> what ``auto`` chose there in an eager call. The choice
 #: is final once made: availability does not change in a process, and each self-check runs once
 #: (its environment variable is read when the choice is made).
@@ -469,7 +475,7 @@ def cam_consistency_loss(
     if backend != "reference" and not torch.compiler.is_compiling():
         try:
             loss = _fast_loss(real, fake, feats, grads, normalize, eps, reduction, backend)
-        except Exception:  # bad input (or an unavailable backend): the checks below say why
+        except _INPUT_ERRORS:  # bad input (or an unavailable backend): the checks below say why
             loss = None
         if loss is not None:
             return loss

@@ -89,6 +89,29 @@ def test_bad_reduction_is_one_value_error_for_every_backend(backend, reduction):
     assert str(info.value) == f"reduction: expected one of ('mean', 'sum', 'none'), got {reduction!r}"
 
 
+def test_other_errors_raised_through_the_op_pass_unchanged(monkeypatch):
+    """Only input and backend errors send the API to its checks (and the op a second time); an
+    exception a hook raises through the op propagates as it is, after one call."""
+    from camfast import api
+
+    if not camfast.backends()["cpu"]["available"]:
+        pytest.skip("camfast._C CPU kernels not built")
+
+    class Stop(Exception):
+        pass
+
+    calls = []
+
+    def op(*args):
+        calls.append(args)
+        raise Stop("from a hook")
+
+    monkeypatch.setattr(api, "_loss_op", lambda: op)
+    with pytest.raises(Stop, match="from a hook"):
+        camfast.cam_consistency_loss(*_inputs(), backend="cpu")
+    assert len(calls) == 1
+
+
 @pytest.mark.parametrize("normalize", [None, 3])
 def test_bad_normalize_is_a_value_error(normalize):
     real, fake, f, g = _inputs()

@@ -301,6 +301,24 @@ def test_compiled_autograd_matches_eager(backend, device):
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
+def test_non_reentrant_checkpoint_matches_eager(backend, device):
+    """Activation checkpointing (use_reentrant=False) around the loss: its recomputation stops by
+    raising through the op once every saved tensor is back, and the API must let that pass."""
+    from torch.utils.checkpoint import checkpoint
+
+    inputs = make_inputs((2, 3, 9, 7, 4, 3, 4), 2, torch.float32, device)
+
+    def loss(fake, f0, f1, g0, g1):
+        return camfast.cam_consistency_loss(inputs[0], fake * 2, [f0, f1 * 1], [g0, g1], backend=backend)
+
+    leaves = [t.detach().requires_grad_() for t in (inputs[1], *inputs[2], *inputs[3])]
+    want = torch.autograd.grad(loss(*leaves), leaves)
+    got = torch.autograd.grad(checkpoint(loss, *leaves, use_reentrant=False), leaves)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
 def test_partial_requires_grad(backend, device):
     """G's step: grads made without create_graph, only feats and fake need gradients."""
     real, fake, feats, grads = make_inputs((2, 3, 9, 8, 3, 4, 4), 2, torch.float32, device)
