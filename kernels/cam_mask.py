@@ -74,6 +74,19 @@ def _cam_partial_kernel(
 
 
 @triton.jit
+def _max_nan(a, b):
+    """Maximum that is NaN where either input is, as torch.maximum, amax and relu are (tl.maximum
+    and tl.max drop a NaN, and a NaN activation would leave a finite mask and loss)."""
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _min_nan(a, b):
+    """Minimum that is NaN where either input is, as torch.amin."""
+    return tl.minimum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
 def _min_max(pre_ptr, P, MINMAX: tl.constexpr, BLOCK: tl.constexpr):
     """min and max of relu(pre[:P]) (mn = 0 for ``max`` normalisation: then (cam - 0) / (mx -
     0 + eps) is bit-identical to cam / (mx + eps) and both modes share the code)."""
@@ -82,12 +95,12 @@ def _min_max(pre_ptr, P, MINMAX: tl.constexpr, BLOCK: tl.constexpr):
     for p0 in range(0, P, BLOCK):
         offs = p0 + tl.arange(0, BLOCK)
         valid = offs < P
-        cam = tl.maximum(tl.load(pre_ptr + offs, mask=valid, other=0.0), 0.0)
-        mx_acc = tl.maximum(mx_acc, tl.where(valid, cam, float("-inf")))
-        mn_acc = tl.minimum(mn_acc, tl.where(valid, cam, float("inf")))
-    mx = tl.max(mx_acc, axis=0)
+        cam = _max_nan(tl.load(pre_ptr + offs, mask=valid, other=0.0), 0.0)
+        mx_acc = _max_nan(mx_acc, tl.where(valid, cam, float("-inf")))
+        mn_acc = _min_nan(mn_acc, tl.where(valid, cam, float("inf")))
+    mx = tl.reduce(mx_acc, 0, _max_nan)
     if MINMAX:
-        mn = tl.min(mn_acc, axis=0)
+        mn = tl.reduce(mn_acc, 0, _min_nan)
     else:
         mn = 0.0
     return mn, mx
@@ -113,12 +126,12 @@ def _cam_finish_kernel(
         for k in range(k0, k1):                          # ascending: deterministic
             pre += tl.load(base + k * P + offs, mask=valid, other=0.0)
         tl.store(pre_b + offs, pre, mask=valid)
-        cam = tl.maximum(pre, 0.0)
-        mx_acc = tl.maximum(mx_acc, tl.where(valid, cam, float("-inf")))
-        mn_acc = tl.minimum(mn_acc, tl.where(valid, cam, float("inf")))
-    mx = tl.max(mx_acc, axis=0)
+        cam = _max_nan(pre, 0.0)
+        mx_acc = _max_nan(mx_acc, tl.where(valid, cam, float("-inf")))
+        mn_acc = _min_nan(mn_acc, tl.where(valid, cam, float("inf")))
+    mx = tl.reduce(mx_acc, 0, _max_nan)
     if MINMAX:
-        mn = tl.min(mn_acc, axis=0)
+        mn = tl.reduce(mn_acc, 0, _min_nan)
     else:
         mn = 0.0                                         # as _min_max: the backward's mn, mx
     tl.debug_barrier()                                   # pre_b is read back by other threads
@@ -126,13 +139,13 @@ def _cam_finish_kernel(
     for p0 in range(0, P, BLOCK):
         offs = p0 + tl.arange(0, BLOCK)
         valid = offs < P
-        cam = tl.maximum(tl.load(pre_b + offs, mask=valid, other=0.0), 0.0)
+        cam = _max_nan(tl.load(pre_b + offs, mask=valid, other=0.0), 0.0)
         n = tl.math.div_rn(cam - mn, tl.zeros_like(cam) + r)
         dst = out_ptr + b * P + offs
         if FIRST:
             tl.store(dst, n, mask=valid)
         else:
-            tl.store(dst, tl.maximum(tl.load(dst, mask=valid, other=0.0), n), mask=valid)
+            tl.store(dst, _max_nan(tl.load(dst, mask=valid, other=0.0), n), mask=valid)
 
 
 @triton.jit
@@ -142,7 +155,7 @@ def _union_grad_kernel(n_ptr, gu_ptr, gn_ptr, S, BP, BLOCK: tl.constexpr):
     valid = offs < BP
     u = tl.full([BLOCK], float("-inf"), tl.float32)
     for s in range(S):
-        u = tl.maximum(u, tl.load(n_ptr + s * BP + offs, mask=valid, other=0.0))
+        u = _max_nan(u, tl.load(n_ptr + s * BP + offs, mask=valid, other=0.0))
     ties = tl.zeros([BLOCK], dtype=tl.float32)
     for s in range(S):
         n = tl.load(n_ptr + s * BP + offs, mask=valid, other=0.0)
@@ -150,7 +163,8 @@ def _union_grad_kernel(n_ptr, gu_ptr, gn_ptr, S, BP, BLOCK: tl.constexpr):
     share = tl.math.div_rn(tl.load(gu_ptr + offs, mask=valid, other=0.0).to(tl.float32), ties)
     for s in range(S):
         n = tl.load(n_ptr + s * BP + offs, mask=valid, other=0.0)
-        tl.store(gn_ptr + s * BP + offs, tl.where(n == u, share, 0.0), mask=valid)
+        # A NaN union is attained by no source; as amax's gradient, every source's is then NaN.
+        tl.store(gn_ptr + s * BP + offs, tl.where(u != u, u, tl.where(n == u, share, 0.0)), mask=valid)
 
 
 @triton.jit
@@ -173,7 +187,7 @@ def _cam_norm_backward_kernel(
     for p0 in range(0, P, BLOCK):
         offs = p0 + tl.arange(0, BLOCK)
         valid = offs < P
-        cam = tl.maximum(tl.load(pre_b + offs, mask=valid, other=0.0), 0.0)
+        cam = _max_nan(tl.load(pre_b + offs, mask=valid, other=0.0), 0.0)
         n = tl.load(n_b + offs, mask=valid, other=0.0)
         gn = tl.load(gn_b + offs, mask=valid, other=0.0).to(tl.float32)
         s_gn_n += gn * n
@@ -189,12 +203,12 @@ def _cam_norm_backward_kernel(
         offs = p0 + tl.arange(0, BLOCK)
         valid = offs < P
         pre = tl.load(pre_b + offs, mask=valid, other=0.0)
-        cam = tl.maximum(pre, 0.0)
+        cam = _max_nan(pre, 0.0)
         gn = tl.load(gn_b + offs, mask=valid, other=0.0).to(tl.float32)
         gcam = tl.math.div_rn(gn, tl.zeros_like(gn) + r) + tl.where(cam == mx, share_mx, 0.0)
         if MINMAX:
             gcam += tl.where(cam == mn, share_mn, 0.0)
-        tl.store(gpre_ptr + b * P + offs, tl.where(pre > 0.0, gcam, 0.0), mask=valid)
+        tl.store(gpre_ptr + b * P + offs, tl.where(pre <= 0.0, 0.0, gcam), mask=valid)
 
 
 @triton.jit

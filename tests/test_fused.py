@@ -318,6 +318,41 @@ def test_non_reentrant_checkpoint_matches_eager(backend, device):
         torch.testing.assert_close(a, b)
 
 
+NON_FINITE = [(float("nan"), "one"), (float("inf"), "one"), (float("nan"), "all"), (-float("inf"), "all")]
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("S", [1, 2])
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy under the Triton interpreter, on NaN and inf
+def test_non_finite_input_is_not_hidden(backend, device, S):
+    """A NaN or an infinity in one sample's input (an image, or one source's activations or
+    gradients: a diverging D) makes that sample's loss NaN or infinite exactly where the
+    reference's is, and leaves each of that sample's gradients non-finite where the reference's
+    is: never a finite number in their place. (Which elements of a gradient are non-finite may
+    differ.) Comparisons that drop a NaN once gave a finite loss here."""
+    names = ["real", "fake"] + [f"feats[{s}]" for s in range(S)] + [f"grads[{s}]" for s in range(S)]
+    for which, (value, where), normalize in itertools.product(range(len(names)), NON_FINITE, NORMS):
+        real, fake, feats, grads = make_inputs((2, 3, 9, 7, 4, 3, 4), S, torch.float32, device, seed=which)
+        flat = [real, fake, *feats, *grads]
+        with torch.no_grad():
+            target = flat[which][0]
+            if where == "one":
+                target.view(-1)[5] = value
+            else:
+                target.fill_(value)
+        got = run(backend, real, fake, feats, grads, normalize, "none")
+        want = run("reference", real, fake, feats, grads, normalize, "none")
+        case = f"{value} in {names[which]} ({where}), {normalize}"
+        for name, a, b in zip(["loss"] + names, (got[0],) + got[1], (want[0],) + want[1]):
+            if name == "loss":
+                assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.isinf(), b.isinf()), (case, a, b)
+                fin = a.isfinite() & b.isfinite()
+                torch.testing.assert_close(a[fin], b[fin], rtol=1e-4, atol=1e-5)
+            else:
+                per_sample = [bool(t[i].isfinite().all()) for t in (a, b) for i in range(2)]
+                assert per_sample[:2] == per_sample[2:], (case, name, per_sample)
+
+
 @pytest.mark.parametrize("backend,device", BACKENDS)
 def test_partial_requires_grad(backend, device):
     """G's step: grads made without create_graph, only feats and fake need gradients."""

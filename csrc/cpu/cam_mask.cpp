@@ -17,6 +17,19 @@
 namespace camfast {
 namespace {
 
+// Max and min that return NaN when either argument is NaN, as torch.amax, amin and maximum do
+// (a comparison alone drops a NaN on one side): a NaN in a sample's activations or gradients
+// makes its mask, hence its loss, NaN, as in the reference, not a silently finite number. For
+// other values they are std::max and std::min, ties included (same bits).
+template <typename T>
+inline T nan_max(T a, T b) {
+  return (b > a || b != b) ? b : a;
+}
+template <typename T>
+inline T nan_min(T a, T b) {
+  return (b < a || b != b) ? b : a;
+}
+
 // One source of one sample, recomputed identically by forward and backward so that the
 // equality tests of the backward (ties at min/max, ties between sources) are exact.
 template <typename scalar_t, typename acc_t>
@@ -40,13 +53,13 @@ struct SourceCam {
       const acc_t a = alpha[c];
       for (int64_t p = 0; p < P; ++p) pre[p] += a * static_cast<acc_t>(fc[p]);
     }
-    mn = std::max(pre[0], acc_t(0));
+    mn = nan_max(pre[0], acc_t(0));
     mx = mn;
     for (int64_t p = 0; p < P; ++p) {
-      const acc_t v = std::max(pre[p], acc_t(0));
+      const acc_t v = nan_max(pre[p], acc_t(0));  // ReLU, NaN kept
       cam[p] = v;
-      mn = std::min(mn, v);
-      mx = std::max(mx, v);
+      mn = nan_min(mn, v);
+      mx = nan_max(mx, v);
     }
     if (norm == Norm::MinMax) {
       R = mx - mn + eps;
@@ -112,7 +125,7 @@ at::Tensor cam_mask(at::TensorList feats_in, at::TensorList grads_in, c10::strin
           if (s == 0) {
             std::copy(src.n.begin(), src.n.end(), ub);
           } else {
-            for (int64_t p = 0; p < sh.P; ++p) ub[p] = std::max(ub[p], src.n[p]);
+            for (int64_t p = 0; p < sh.P; ++p) ub[p] = nan_max(ub[p], src.n[p]);
           }
         }
       }
@@ -160,7 +173,7 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> cam_mask_backward(
         std::fill(ties.begin(), ties.end(), 0);
         std::copy(src[0].n.begin(), src[0].n.end(), u.begin());
         for (int64_t s = 1; s < S; ++s)
-          for (int64_t p = 0; p < P; ++p) u[p] = std::max(u[p], src[s].n[p]);
+          for (int64_t p = 0; p < P; ++p) u[p] = nan_max(u[p], src[s].n[p]);
         for (int64_t s = 0; s < S; ++s)
           for (int64_t p = 0; p < P; ++p) ties[p] += src[s].n[p] == u[p];
         const acc_t* gub = gu_ptr + b * P;
@@ -168,7 +181,9 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> cam_mask_backward(
         for (int64_t s = 0; s < S; ++s) {
           const auto& cs = src[s];
           const int64_t C = feats[s].size(1);
-          for (int64_t p = 0; p < P; ++p) gn[p] = cs.n[p] == u[p] ? gub[p] / acc_t(ties[p]) : acc_t(0);
+          // Where the union is NaN no source attains it and, as amax's gradient, every source's is NaN.
+          for (int64_t p = 0; p < P; ++p)
+            gn[p] = u[p] != u[p] ? u[p] : cs.n[p] == u[p] ? gub[p] / acc_t(ties[p]) : acc_t(0);
           // Normalisation: direct term plus the min/max terms, split between tied extremes.
           acc_t sum_gn_n = 0, sum_gn = 0;
           int cnt_mn = 0, cnt_mx = 0;
@@ -184,7 +199,8 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> cam_mask_backward(
             acc_t g = gn[p] / cs.R;
             if (cs.cam[p] == cs.mx) g += gmx;
             if (norm == Norm::MinMax && cs.cam[p] == cs.mn) g += gmn;
-            gpre[p] = cs.cam[p] > acc_t(0) ? g : acc_t(0);  // ReLU: cam > 0 exactly where pre > 0
+            // ReLU: cam > 0 exactly where pre > 0; a NaN passes, as in torch's relu backward.
+            gpre[p] = !(cs.cam[p] <= acc_t(0)) ? g : acc_t(0);
           }
           // One pass over the channels: each feats row is read once while gpre stays in cache.
           const scalar_t* f = feats[s].const_data_ptr<scalar_t>() + b * C * P;

@@ -26,6 +26,8 @@
 //
 // Every reduction has an order fixed by the shapes alone (no atomics), so results are bitwise
 // reproducible; forward and backward run the same code up to the union, so ties are exact.
+#include <limits>
+
 #include "device_common.cuh"
 #include "launchers.h"
 
@@ -50,9 +52,10 @@ struct NormStat {
   A mn, mx, R;
 };
 
+// NaN stays NaN, as in torch.relu (the reference's mask and loss are then NaN too).
 template <typename A>
 __device__ __forceinline__ A relu_(A x) {
-  return x > A(0) ? x : A(0);
+  return (x > A(0) || x != x) ? x : A(0);
 }
 
 // n[p] from pre[p]: the single definition used by forward and backward.
@@ -183,6 +186,7 @@ __device__ void source_pass(const A* __restrict__ partial, const SourceTable& ta
   const A* base = partial + b * tab.cum[tab.S] * P;
   A mn = pos_inf<A>();
   A mx = -pos_inf<A>();
+  A nans = A(0);
   for (int64_t p = threadIdx.x; p < P; p += blockDim.x) {
     A v = A(0);
     for (int64_t k = k0; k < k1; ++k) v += base[k * P + p];
@@ -190,9 +194,14 @@ __device__ void source_pass(const A* __restrict__ partial, const SourceTable& ta
     const A cam = relu_(v);
     mn = MinOp()(mn, cam);
     mx = MaxOp()(mx, cam);
+    nans += cam != cam ? A(1) : A(0);
   }
   mn = block_reduce(mn, MinOp(), pos_inf<A>(), red);
   mx = block_reduce(mx, MaxOp(), -pos_inf<A>(), red);
+  // The comparisons drop a NaN; torch.amin and amax return it, and so do mn and mx (counted
+  // apart: NaN-propagating min/max ops made the fp64 reduction spill on sm_80).
+  nans = block_reduce(nans, SumOp(), A(0), red);
+  if (nans > A(0)) mn = mx = std::numeric_limits<A>::quiet_NaN();
   if (threadIdx.x == 0) {
     st->mn = minmax ? mn : A(0);
     st->mx = mx;
@@ -207,7 +216,7 @@ __device__ __forceinline__ A union_at(const A* __restrict__ pre_b, int S, int64_
   A u = normalized(pre_b[p], st[0], minmax);
   for (int s = 1; s < S; ++s) {
     const A n = normalized(pre_b[s * SP + p], st[s], minmax);
-    if (n > u) u = n;
+    if (n > u || n != n) u = n;  // a NaN wins, as in torch.amax
   }
   if (count != nullptr) {
     int c = 0;
@@ -255,7 +264,8 @@ __global__ void __launch_bounds__(kThreads)
     const A u = union_at(pre_b, S, SP, p, st, minmax, &cnt);
     const A share = gu[b * P + p] / static_cast<A>(cnt);
     for (int s = 0; s < S; ++s)
-      g_b[s * SP + p] = normalized(pre_b[s * SP + p], st[s], minmax) == u ? share : A(0);
+      // A NaN union is attained by no source; as amax's gradient, every source's is then NaN.
+      g_b[s * SP + p] = u != u ? u : normalized(pre_b[s * SP + p], st[s], minmax) == u ? share : A(0);
   }
 
   for (int s = 0; s < S; ++s) {
@@ -291,7 +301,7 @@ __global__ void __launch_bounds__(kThreads)
       A gcam = g_s[p] / ns.R;
       if (minmax && cam == ns.mn) gcam += share_mn;
       if (cam == ns.mx) gcam += share_mx;
-      g_s[p] = v > A(0) ? gcam : A(0);
+      g_s[p] = !(v <= A(0)) ? gcam : A(0);  // a NaN passes, as in torch's relu backward
     }
   }
 }
