@@ -419,16 +419,14 @@ def _fast_loss(real, fake, feats, grads, normalize, eps, reduction, backend):
         return _loss_op()(real, fake, fl, gl, normalize, eps, reduction)[0]
     f0 = fl[0]
     dtype = real.dtype
-    if backend == "auto":
-        # Made once per (device, dtypes), then looked up: on a GPU the choice is a dozen Python
-        # calls (availability, self-check record), each paid again on a cold cache.
-        key = (real.device, f0.dtype, dtype)
-        name = _AUTO_CHOICE.get(key)
-        if name is None:
-            name = _AUTO_CHOICE[key] = _resolve_backend(
-                backend, key[0], dtype if dtype == torch.float64 else f0.dtype, (f0.dtype, dtype))
-    else:
-        name = _resolve_backend(backend, real.device, dtype if dtype == torch.float64 else f0.dtype, (f0.dtype, dtype))
+    # auto's choice is made once per (device, dtypes), then looked up: on a GPU it is a dozen
+    # Python calls (availability, self-check record), each paid again on a cold cache.
+    key = (real.device, f0.dtype, dtype)
+    name = _AUTO_CHOICE.get(key) if backend == "auto" else None
+    if name is None:
+        name = _resolve_backend(backend, key[0], dtype if dtype == torch.float64 else f0.dtype, (f0.dtype, dtype))
+        if backend == "auto":
+            _AUTO_CHOICE[key] = name
     if name == "cpu" or name == "cuda":
         return _loss_op()(real, fake, fl, gl, normalize, eps, reduction)[0]
     loss_op = None if name == "reference" else _family_eager_loss(name)
